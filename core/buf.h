@@ -1,0 +1,23 @@
+/* buf: a growable byte buffer with a hard cap (like curl's dynbuf "toobig").
+ *
+ * Appending past the cap fails with -EFBIG and leaves the buffer as it was; the data is always
+ * NUL-terminated (not counted in len) so JSON and header text can be parsed in place.
+ * Owner frees with buf_done(). Not thread-safe.
+ */
+#pragma once
+
+#include <stddef.h>
+
+struct buf {
+	char *data;
+	size_t len;
+	size_t alloc;
+	size_t cap; /* hard maximum of len; 0 means 1 MiB */
+};
+
+#define BUF_INIT(c) ((struct buf){.cap = (c)})
+
+int buf_append(struct buf *b, const void *data, size_t len);
+/* Take ownership of the bytes (NUL-terminated); the buf is left empty. */
+char *buf_steal(struct buf *b, size_t *ret_len);
+void buf_done(struct buf *b);

@@ -1,0 +1,258 @@
+#include "cache.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define NBUCKETS 4096
+
+struct described {
+	char key[NAME_PROJECT_MAX + 1 + NAME_STAGE_MAX + 1];
+	struct stage_layout *layout;
+	struct described *next;
+};
+
+struct cache_storage {
+	struct storage base;
+	struct storage *inner;
+	uint64_t ttl_ms;
+	pthread_mutex_t lock;
+	pthread_cond_t refreshed;
+	bool refreshing;
+	bool have_list;
+	uint64_t list_at_ms;
+	struct stage_list list;
+	struct described *buckets[NBUCKETS];
+};
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static unsigned hash(const char *s)
+{
+	unsigned h = 2166136261u;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h % NBUCKETS;
+}
+
+static void make_key(char *key, size_t n, const char *project, const char *stage)
+{
+	snprintf(key, n, "%s/%s", project ? project : "", stage);
+}
+
+static int copy_list(const struct stage_list *src, struct stage_list *dst)
+{
+	dst->v = malloc((src->n + 1) * sizeof(*dst->v));
+	if (!dst->v)
+		return -ENOMEM;
+	memcpy(dst->v, src->v, src->n * sizeof(*dst->v));
+	dst->n = src->n;
+	return 0;
+}
+
+/* Drop described layouts of stages the new list no longer has. Lock held. */
+static void prune(struct cache_storage *c)
+{
+	for (size_t i = 0; i < NBUCKETS; i++) {
+		struct described **pp = &c->buckets[i];
+		while (*pp) {
+			struct described *d = *pp;
+			struct stage_info key = {0};
+			const char *slash = strchr(d->key, '/');
+			snprintf(key.project, sizeof(key.project), "%.*s", (int)(slash - d->key),
+				 d->key);
+			snprintf(key.name, sizeof(key.name), "%s", slash + 1);
+			if (bsearch(&key, c->list.v, c->list.n, sizeof(key), stage_info_cmp)) {
+				pp = &d->next;
+				continue;
+			}
+			*pp = d->next;
+			stage_layout_unref(d->layout);
+			free(d);
+		}
+	}
+}
+
+static int cs_list(struct storage *st, struct stage_list *ret, struct sf_err *err)
+{
+	struct cache_storage *c = (struct cache_storage *)st;
+	struct stage_list fresh = {0};
+	int r;
+
+	pthread_mutex_lock(&c->lock);
+	for (;;) {
+		if (c->have_list && now_ms() - c->list_at_ms < c->ttl_ms) {
+			r = copy_list(&c->list, ret);
+			pthread_mutex_unlock(&c->lock);
+			return r;
+		}
+		if (!c->refreshing)
+			break;
+		pthread_cond_wait(&c->refreshed, &c->lock);
+		if (!c->have_list)
+			break; /* the refresh failed: try ourselves, to report our own error */
+	}
+	c->refreshing = true;
+	pthread_mutex_unlock(&c->lock);
+
+	r = storage_list(c->inner, &fresh, err);
+
+	pthread_mutex_lock(&c->lock);
+	c->refreshing = false;
+	if (r == 0) {
+		stage_list_done(&c->list);
+		c->list = fresh;
+		c->have_list = true;
+		c->list_at_ms = now_ms();
+		prune(c);
+		r = copy_list(&c->list, ret);
+	} else {
+		c->have_list = false;
+	}
+	pthread_cond_broadcast(&c->refreshed);
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+static int cs_describe(struct storage *st, const char *project, const char *stage,
+		       struct stage_layout **ret, struct sf_err *err)
+{
+	struct cache_storage *c = (struct cache_storage *)st;
+	char key[sizeof(((struct described *)0)->key)];
+	struct stage_layout *l = NULL;
+	struct described *d;
+	unsigned h;
+	int r;
+
+	make_key(key, sizeof(key), project, stage);
+	h = hash(key);
+	pthread_mutex_lock(&c->lock);
+	for (d = c->buckets[h]; d; d = d->next)
+		if (strcmp(d->key, key) == 0) {
+			*ret = stage_layout_ref(d->layout);
+			pthread_mutex_unlock(&c->lock);
+			return 0;
+		}
+	pthread_mutex_unlock(&c->lock);
+
+	r = storage_describe(c->inner, project, stage, &l, err);
+	if (r < 0)
+		return r;
+
+	pthread_mutex_lock(&c->lock);
+	for (d = c->buckets[h]; d; d = d->next)
+		if (strcmp(d->key, key) == 0)
+			break; /* another thread described it meanwhile */
+	if (!d) {
+		d = calloc(1, sizeof(*d));
+		if (d) {
+			memcpy(d->key, key, sizeof(key));
+			d->layout = stage_layout_ref(l);
+			d->next = c->buckets[h];
+			c->buckets[h] = d;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	*ret = l;
+	return 0;
+}
+
+static int cs_read_blob(struct storage *st, const char *project, const char *stage,
+			const struct layout_blob *blob, uint64_t offset, http_sink_fn sink,
+			void *userdata, struct sf_err *err)
+{
+	struct cache_storage *c = (struct cache_storage *)st;
+	return storage_read_blob(c->inner, project, stage, blob, offset, sink, userdata, err);
+}
+
+static int cs_find(struct storage *st, const char *project, const char *stage,
+		   struct stage_info *ret, struct sf_err *err)
+{
+	struct cache_storage *c = (struct cache_storage *)st;
+	struct stage_info key = {0};
+	const struct stage_info *hit;
+	struct stage_list l = {0};
+	int r;
+
+	if (snprintf(key.project, sizeof(key.project), "%s", project ? project : "") >=
+		    (int)sizeof(key.project) ||
+	    snprintf(key.name, sizeof(key.name), "%s", stage) >= (int)sizeof(key.name))
+		return -ENOENT;
+	pthread_mutex_lock(&c->lock);
+	if (c->have_list && now_ms() - c->list_at_ms < c->ttl_ms) {
+		hit = bsearch(&key, c->list.v, c->list.n, sizeof(key), stage_info_cmp);
+		if (hit)
+			*ret = *hit;
+		pthread_mutex_unlock(&c->lock);
+		return hit ? 0 : -ENOENT;
+	}
+	pthread_mutex_unlock(&c->lock);
+	/* Stale: refresh through the list path (single flight), then search the copy. */
+	r = cs_list(st, &l, err);
+	if (r < 0)
+		return r;
+	hit = bsearch(&key, l.v, l.n, sizeof(key), stage_info_cmp);
+	if (hit)
+		*ret = *hit;
+	stage_list_done(&l);
+	return hit ? 0 : -ENOENT;
+}
+
+static void cs_free(struct storage *st)
+{
+	struct cache_storage *c = (struct cache_storage *)st;
+
+	for (size_t i = 0; i < NBUCKETS; i++)
+		while (c->buckets[i]) {
+			struct described *d = c->buckets[i];
+			c->buckets[i] = d->next;
+			stage_layout_unref(d->layout);
+			free(d);
+		}
+	stage_list_done(&c->list);
+	storage_free(c->inner);
+	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->refreshed);
+	free(c);
+}
+
+static const struct storage_ops cache_ops = {
+	.list = cs_list,
+	.describe = cs_describe,
+	.read_blob = cs_read_blob,
+	.free = cs_free,
+	.find = cs_find,
+};
+
+int cache_storage_new(struct storage *inner, uint64_t ttl_ms, struct storage **ret)
+{
+	struct cache_storage *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return -ENOMEM;
+	c->base.ops = &cache_ops;
+	c->base.by_project = inner->by_project;
+	c->inner = inner;
+	c->ttl_ms = ttl_ms;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->refreshed, NULL);
+	*ret = &c->base;
+	return 0;
+}
+
+void cache_storage_invalidate(struct storage *st)
+{
+	struct cache_storage *c = (struct cache_storage *)st;
+
+	pthread_mutex_lock(&c->lock);
+	c->have_list = false;
+	pthread_mutex_unlock(&c->lock);
+}

@@ -1,0 +1,536 @@
+#include "http.h"
+
+#include <ctype.h>
+#include <stddef.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+
+#define HEADERS_CAP (64 * 1024)
+#define ERROR_BODY_CAP (64 * 1024)
+#define DEFAULT_BODY_CAP (4 * 1024 * 1024)
+#define MAX_REDIRECTS 5
+#define RETRY_AFTER_MAX_S 10
+
+struct http_client {
+	CURLSH *share;
+	pthread_mutex_t locks[CURL_LOCK_DATA_LAST];
+	struct http_client_opts opts;
+	char *unix_socket;
+};
+
+static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *userp)
+{
+	struct http_client *c = userp;
+	pthread_mutex_lock(&c->locks[data]);
+}
+
+static void share_unlock(CURL *h, curl_lock_data data, void *userp)
+{
+	struct http_client *c = userp;
+	pthread_mutex_unlock(&c->locks[data]);
+}
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static void global_init(void)
+{
+	curl_global_init(CURL_GLOBAL_ALL);
+}
+
+int http_client_new(const struct http_client_opts *opts, struct http_client **ret)
+{
+	struct http_client *c;
+
+	pthread_once(&global_once, global_init);
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	if (opts)
+		c->opts = *opts;
+	if (c->opts.connect_timeout_s <= 0)
+		c->opts.connect_timeout_s = 10;
+	if (c->opts.stall_timeout_s <= 0)
+		c->opts.stall_timeout_s = 60;
+	if (c->opts.max_tries <= 0)
+		c->opts.max_tries = 4;
+	if (c->opts.backoff_ms <= 0)
+		c->opts.backoff_ms = 200;
+	if (c->opts.unix_socket) {
+		c->unix_socket = strdup(c->opts.unix_socket);
+		if (!c->unix_socket) {
+			free(c);
+			return -ENOMEM;
+		}
+		c->opts.unix_socket = c->unix_socket;
+	}
+	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_init(&c->locks[i], NULL);
+	c->share = curl_share_init();
+	if (!c->share) {
+		http_client_free(c);
+		return -ENOMEM;
+	}
+	curl_share_setopt(c->share, CURLSHOPT_LOCKFUNC, share_lock);
+	curl_share_setopt(c->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
+	curl_share_setopt(c->share, CURLSHOPT_USERDATA, c);
+	curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+	curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+	curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+	*ret = c;
+	return 0;
+}
+
+void http_client_free(struct http_client *c)
+{
+	if (!c)
+		return;
+	if (c->share)
+		curl_share_cleanup(c->share);
+	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_destroy(&c->locks[i]);
+	free(c->unix_socket);
+	free(c);
+}
+
+void http_response_done(struct http_response *r)
+{
+	if (!r)
+		return;
+	buf_done(&r->body);
+	free(r->content_type);
+	free(r->www_authenticate);
+	free(r->link);
+	free(r->location);
+	free(r->docker_content_digest);
+	free(r->content_range);
+	free(r->docker_upload_uuid);
+	memset(r, 0, sizeof(*r));
+}
+
+static void response_reset(struct http_response *r)
+{
+	http_response_done(r);
+	r->content_length = -1;
+	r->retry_after = -1;
+}
+
+long http_parse_retry_after(const char *v)
+{
+	long n = 0;
+
+	if (!v)
+		return -1;
+	while (*v == ' ' || *v == '\t')
+		v++;
+	if (!isdigit((unsigned char)*v))
+		return -1;
+	for (; isdigit((unsigned char)*v); v++) {
+		if (n > 100000)
+			return 100000;
+		n = n * 10 + (*v - '0');
+	}
+	while (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n')
+		v++;
+	return *v ? -1 : n;
+}
+
+struct transfer {
+	const struct http_request *req;
+	struct http_response *resp;
+	CURL *h;
+	size_t header_bytes;
+	int sink_error;
+	bool too_big;
+	uint64_t skip; /* bytes to drop: a server that ignored our Range answered 200 */
+	bool skip_set;
+	uint64_t upload_pos;
+};
+
+static char *dup_trimmed(const char *v, size_t n)
+{
+	while (n && (*v == ' ' || *v == '\t')) {
+		v++;
+		n--;
+	}
+	while (n && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' ' || v[n - 1] == '\t'))
+		n--;
+	return strndup(v, n);
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
+{
+	struct transfer *t = userp;
+	struct http_response *r = t->resp;
+	size_t n = size * nmemb;
+	static const struct {
+		const char *name;
+		size_t off;
+	} wanted[] = {
+		{"content-type", offsetof(struct http_response, content_type)},
+		{"www-authenticate", offsetof(struct http_response, www_authenticate)},
+		{"link", offsetof(struct http_response, link)},
+		{"location", offsetof(struct http_response, location)},
+		{"docker-content-digest", offsetof(struct http_response, docker_content_digest)},
+		{"content-range", offsetof(struct http_response, content_range)},
+		{"docker-upload-uuid", offsetof(struct http_response, docker_upload_uuid)},
+	};
+	const char *colon;
+
+	t->header_bytes += n;
+	if (t->header_bytes > HEADERS_CAP) {
+		t->too_big = true;
+		return 0;
+	}
+	if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+		/* A new response (after 100 Continue): forget older headers. */
+		response_reset(r);
+		return n;
+	}
+	colon = memchr(data, ':', n);
+	if (!colon)
+		return n;
+	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
+		size_t ln = strlen(wanted[i].name);
+		if ((size_t)(colon - data) == ln && strncasecmp(data, wanted[i].name, ln) == 0) {
+			char **slot = (char **)((char *)r + wanted[i].off);
+			char *v = dup_trimmed(colon + 1, n - ln - 1);
+			if (!v)
+				return 0;
+			if (*slot && strcmp(wanted[i].name, "link") == 0) {
+				/* Keep the first Link header; registries send one. */
+				free(v);
+				return n;
+			}
+			free(*slot);
+			*slot = v;
+			return n;
+		}
+	}
+	if ((size_t)(colon - data) == 14 && strncasecmp(data, "content-length", 14) == 0) {
+		char *v = dup_trimmed(colon + 1, n - 15);
+		if (v) {
+			char *end;
+			long long cl = strtoll(v, &end, 10);
+			r->content_length = (*v && !*end && cl >= 0) ? cl : -1;
+			free(v);
+		}
+	} else if ((size_t)(colon - data) == 11 && strncasecmp(data, "retry-after", 11) == 0) {
+		char *v = dup_trimmed(colon + 1, n - 12);
+		if (v) {
+			r->retry_after = http_parse_retry_after(v);
+			free(v);
+		}
+	}
+	return n;
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
+{
+	struct transfer *t = userp;
+	const size_t total = size * nmemb;
+	size_t n = total;
+	long status = 0;
+	int r;
+
+	curl_easy_getinfo(t->h, CURLINFO_RESPONSE_CODE, &status);
+	if (status == 200 && t->req->has_range && !t->skip_set) {
+		/* The server ignored our Range: drop what we already have. */
+		t->skip = t->req->range_start;
+		t->skip_set = true;
+	}
+	if (t->skip) {
+		size_t drop = t->skip < n ? (size_t)t->skip : n;
+		t->skip -= drop;
+		data += drop;
+		n -= drop;
+		if (n == 0)
+			return total;
+	}
+	if (status >= 200 && status < 300 && t->req->sink) {
+		t->resp->streamed = true;
+		r = t->req->sink(t->req->sink_userdata, data, n);
+		if (r < 0) {
+			t->sink_error = r;
+			return 0;
+		}
+		return total;
+	}
+	if (!t->resp->body.cap)
+		t->resp->body.cap = (status >= 200 && status < 300)
+					    ? (t->req->max_body ? t->req->max_body : DEFAULT_BODY_CAP)
+					    : ERROR_BODY_CAP;
+	if (buf_append(&t->resp->body, data, n) < 0) {
+		t->too_big = true;
+		return 0;
+	}
+	return total;
+}
+
+static size_t on_upload(char *out, size_t size, size_t nmemb, void *userp)
+{
+	struct transfer *t = userp;
+	const struct http_request *req = t->req;
+	size_t want = size * nmemb;
+	uint64_t left = req->upload_len - t->upload_pos;
+	ssize_t n;
+
+	if (want > left)
+		want = (size_t)left;
+	if (want == 0)
+		return 0;
+	do
+		n = pread(req->upload_fd, out, want, (off_t)(req->upload_off + t->upload_pos));
+	while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		return CURL_READFUNC_ABORT;
+	t->upload_pos += (uint64_t)n;
+	return (size_t)n;
+}
+
+static int on_seek(void *userp, curl_off_t offset, int origin)
+{
+	struct transfer *t = userp;
+
+	if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > t->req->upload_len)
+		return CURL_SEEKFUNC_FAIL;
+	t->upload_pos = (uint64_t)offset;
+	return CURL_SEEKFUNC_OK;
+}
+
+static bool retryable_curl(CURLcode rc)
+{
+	switch (rc) {
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_GOT_NOTHING:
+	case CURLE_PARTIAL_FILE:
+	case CURLE_OPERATION_TIMEDOUT:
+	case CURLE_HTTP2:
+	case CURLE_HTTP2_STREAM:
+	case CURLE_COULDNT_RESOLVE_HOST:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static bool retryable_status(long s)
+{
+	return s == 429 || s == 500 || s == 502 || s == 503 || s == 504;
+}
+
+/* One attempt at one URL: no retries, no redirects. */
+static CURLcode perform_once(struct http_client *c, const struct http_request *req,
+			     const char *url, const char *method, bool send_auth,
+			     struct http_response *resp, struct transfer *t)
+{
+	struct curl_slist *hdrs = NULL;
+	char *line = NULL;
+	CURLcode rc;
+	CURL *h;
+
+	h = curl_easy_init();
+	if (!h)
+		return CURLE_OUT_OF_MEMORY;
+	*t = (struct transfer){.req = req, .resp = resp, .h = h};
+	response_reset(resp);
+
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_SHARE, c->share);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_USERAGENT, "stagefs/" PACKAGE_VERSION);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, c->opts.connect_timeout_s);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->opts.stall_timeout_s);
+	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, t);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, t);
+	curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 256L * 1024);
+	if (c->opts.unix_socket)
+		curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, c->opts.unix_socket);
+	if (c->opts.insecure) {
+		curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
+
+	if (send_auth && req->authorization) {
+		if (asprintf(&line, "Authorization: %s", req->authorization) < 0) {
+			rc = CURLE_OUT_OF_MEMORY;
+			goto out;
+		}
+		hdrs = curl_slist_append(hdrs, line);
+	}
+	for (const char *const *p = req->headers; p && *p; p++)
+		hdrs = curl_slist_append(hdrs, *p);
+	if (req->has_range) {
+		char range[64];
+		snprintf(range, sizeof(range), "Range: bytes=%llu-",
+			 (unsigned long long)req->range_start);
+		hdrs = curl_slist_append(hdrs, range);
+	}
+	/* No "Expect: 100-continue" round trip for uploads. */
+	hdrs = curl_slist_append(hdrs, "Expect:");
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+
+	if (strcmp(method, "HEAD") == 0) {
+		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+	} else if (strcmp(method, "GET") != 0) {
+		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+		if (req->has_upload_fd) {
+			curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+			curl_easy_setopt(h, CURLOPT_READFUNCTION, on_upload);
+			curl_easy_setopt(h, CURLOPT_READDATA, t);
+			curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
+			curl_easy_setopt(h, CURLOPT_SEEKDATA, t);
+			curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->upload_len);
+		} else if (strcmp(method, "DELETE") != 0) {
+			curl_easy_setopt(h, CURLOPT_POST, 1L);
+			curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+			curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+		}
+	}
+
+	rc = curl_easy_perform(h);
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
+out:
+	curl_slist_free_all(hdrs);
+	free(line);
+	curl_easy_cleanup(h);
+	return rc;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+int http_do(struct http_client *c, const struct http_request *req, struct http_response *ret,
+	    struct sf_err *err)
+{
+	const char *method = req->method ? req->method : "GET";
+	char *url = strdup(req->url), *next;
+	bool send_auth = true;
+	long backoff = c->opts.backoff_ms;
+	int redirects = 0, tries = 0, r = 0;
+	struct transfer t;
+	CURLcode rc;
+
+	if (!url)
+		return -ENOMEM;
+	*ret = (struct http_response){0};
+	for (;;) {
+		rc = perform_once(c, req, url, method, send_auth, ret, &t);
+		tries++;
+		if (t.too_big) {
+			r = err_set(err, -EFBIG, "%s %s: answer larger than allowed", method, url);
+			goto out;
+		}
+		if (t.sink_error) {
+			r = err_set(err, t.sink_error, "%s %s: %s", method, url,
+				    strerror(-t.sink_error));
+			goto out;
+		}
+		if (rc != CURLE_OK) {
+			if (retryable_curl(rc) && !ret->streamed && tries < c->opts.max_tries) {
+				sleep_ms(backoff);
+				backoff *= 2;
+				continue;
+			}
+			r = err_set(err, err_from_curl(rc), "%s %s: %s", method, url,
+				    curl_easy_strerror(rc));
+			goto out;
+		}
+		if (retryable_status(ret->status) && tries < c->opts.max_tries) {
+			long wait = backoff;
+			if (ret->retry_after >= 0)
+				wait = (ret->retry_after > RETRY_AFTER_MAX_S ? RETRY_AFTER_MAX_S
+									     : ret->retry_after) *
+				       1000;
+			sleep_ms(wait);
+			backoff *= 2;
+			continue;
+		}
+		if (!req->no_redirect && ret->location &&
+		    (ret->status == 301 || ret->status == 302 || ret->status == 303 ||
+		     ret->status == 307 || ret->status == 308)) {
+			if (++redirects > MAX_REDIRECTS) {
+				r = err_set(err, -ELOOP, "%s %s: too many redirects", method, req->url);
+				goto out;
+			}
+			next = http_resolve_url(url, ret->location);
+			if (!next) {
+				r = err_set(err, -EIO, "%s %s: bad redirect to '%s'", method, url,
+					    ret->location);
+				goto out;
+			}
+			if (!http_same_origin(req->url, next))
+				send_auth = false;
+			if (ret->status == 303)
+				method = "GET";
+			free(url);
+			url = next;
+			tries = 0;
+			continue;
+		}
+		break;
+	}
+out:
+	free(url);
+	if (r < 0)
+		http_response_done(ret);
+	return r;
+}
+
+char *http_resolve_url(const char *base, const char *ref)
+{
+	CURLU *u = curl_url();
+	char *out = NULL;
+
+	if (!u)
+		return NULL;
+	if (curl_url_set(u, CURLUPART_URL, base, 0) == CURLUE_OK &&
+	    curl_url_set(u, CURLUPART_URL, ref, 0) == CURLUE_OK)
+		curl_url_get(u, CURLUPART_URL, &out, 0);
+	curl_url_cleanup(u);
+	if (out) {
+		char *copy = strdup(out);
+		curl_free(out);
+		out = copy;
+	}
+	return out;
+}
+
+bool http_same_origin(const char *a, const char *b)
+{
+	CURLU *ua = curl_url(), *ub = curl_url();
+	bool same = false;
+
+	if (ua && ub && curl_url_set(ua, CURLUPART_URL, a, 0) == CURLUE_OK &&
+	    curl_url_set(ub, CURLUPART_URL, b, 0) == CURLUE_OK) {
+		static const CURLUPart parts[] = {CURLUPART_SCHEME, CURLUPART_HOST, CURLUPART_PORT};
+		same = true;
+		for (size_t i = 0; i < 3 && same; i++) {
+			char *pa = NULL, *pb = NULL;
+			curl_url_get(ua, parts[i], &pa, CURLU_DEFAULT_PORT);
+			curl_url_get(ub, parts[i], &pb, CURLU_DEFAULT_PORT);
+			same = pa && pb && strcasecmp(pa, pb) == 0;
+			curl_free(pa);
+			curl_free(pb);
+		}
+	}
+	curl_url_cleanup(ua);
+	curl_url_cleanup(ub);
+	return same;
+}

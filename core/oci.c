@@ -1,0 +1,186 @@
+#include "oci.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "name.h"
+
+bool oci_media_type_is_index(const char *mt)
+{
+	return mt && (strcmp(mt, MT_OCI_INDEX) == 0 || strcmp(mt, MT_DOCKER_LIST) == 0);
+}
+
+bool oci_media_type_is_manifest(const char *mt)
+{
+	return mt && (strcmp(mt, MT_OCI_MANIFEST) == 0 || strcmp(mt, MT_DOCKER_MANIFEST) == 0);
+}
+
+static void desc_done(struct oci_desc *d)
+{
+	free(d->media_type);
+	d->media_type = NULL;
+}
+
+void oci_manifest_done(struct oci_manifest *m)
+{
+	if (!m)
+		return;
+	free(m->media_type);
+	desc_done(&m->config);
+	for (size_t i = 0; i < m->n; i++)
+		desc_done(&m->descs[i]);
+	free(m->descs);
+	*m = (struct oci_manifest){0};
+}
+
+/* Borrowed json -> owned desc. */
+static int desc_parse(json_t *j, const char *what, struct oci_desc *ret, struct sf_err *err)
+{
+	const char *mt = json_string_value(json_object_get(j, "mediaType"));
+	const char *dg = json_string_value(json_object_get(j, "digest"));
+	json_t *size = json_object_get(j, "size");
+
+	if (!json_is_object(j))
+		return err_set(err, -EINVAL, "%s is not an object", what);
+	if (!name_digest_valid(dg))
+		return err_set(err, -EINVAL, "%s has no valid sha256 digest", what);
+	if (!json_is_integer(size) || json_integer_value(size) < 0)
+		return err_set(err, -EINVAL, "%s has no valid size", what);
+	ret->media_type = strdup(mt ? mt : "");
+	if (!ret->media_type)
+		return -ENOMEM;
+	memcpy(ret->digest, dg, DIGEST_LEN);
+	ret->size = (uint64_t)json_integer_value(size);
+	return 0;
+}
+
+int oci_manifest_parse(const void *data, size_t len, const char *media_type,
+		       struct oci_manifest *ret, struct sf_err *err)
+{
+	struct oci_manifest m = {0};
+	json_t *root, *arr, *sv;
+	json_error_t jerr;
+	const char *mt;
+	int r;
+
+	root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root)
+		return err_set(err, -EINVAL, "manifest is not JSON: %s", jerr.text);
+	if (!json_is_object(root)) {
+		r = err_set(err, -EINVAL, "manifest is not a JSON object");
+		goto out;
+	}
+	sv = json_object_get(root, "schemaVersion");
+	if (!json_is_integer(sv) || json_integer_value(sv) != 2) {
+		r = err_set(err, -EINVAL, "manifest schemaVersion is not 2");
+		goto out;
+	}
+	mt = json_string_value(json_object_get(root, "mediaType"));
+	if (!mt || !*mt)
+		mt = media_type;
+	if (!mt || !*mt) {
+		/* OCI allows no mediaType: tell by the fields. */
+		mt = json_object_get(root, "manifests") ? MT_OCI_INDEX : MT_OCI_MANIFEST;
+	}
+	if (!oci_media_type_is_index(mt) && !oci_media_type_is_manifest(mt)) {
+		r = err_set(err, -EINVAL, "unsupported manifest media type '%s'", mt);
+		goto out;
+	}
+	m.media_type = strdup(mt);
+	if (!m.media_type) {
+		r = -ENOMEM;
+		goto out;
+	}
+	m.is_index = oci_media_type_is_index(mt);
+	if (!m.is_index) {
+		r = desc_parse(json_object_get(root, "config"), "config", &m.config, err);
+		if (r < 0)
+			goto out;
+	}
+	arr = json_object_get(root, m.is_index ? "manifests" : "layers");
+	if (!json_is_array(arr)) {
+		r = err_set(err, -EINVAL, "manifest has no %s array",
+			    m.is_index ? "manifests" : "layers");
+		goto out;
+	}
+	if (json_array_size(arr) > OCI_MAX_DESCRIPTORS) {
+		r = err_set(err, -E2BIG, "manifest lists more than %d entries", OCI_MAX_DESCRIPTORS);
+		goto out;
+	}
+	m.descs = calloc(json_array_size(arr) + 1, sizeof(*m.descs));
+	if (!m.descs) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < json_array_size(arr); i++) {
+		r = desc_parse(json_array_get(arr, i), m.is_index ? "manifests[]" : "layers[]",
+			       &m.descs[i], err);
+		if (r < 0)
+			goto out;
+		m.n = i + 1;
+	}
+	*ret = m;
+	m = (struct oci_manifest){0};
+	r = 0;
+out:
+	oci_manifest_done(&m);
+	json_decref(root);
+	return r;
+}
+
+int oci_index_json(const struct oci_desc *manifest, const char *ref_name, char **ret,
+		   size_t *ret_len)
+{
+	json_t *root = json_pack("{s:i,s:[{s:s,s:s,s:I,s:{s:s}}]}", "schemaVersion", 2,
+				 "manifests", "mediaType", manifest->media_type, "digest",
+				 manifest->digest, "size", (json_int_t)manifest->size,
+				 "annotations", OCI_REF_NAME, ref_name);
+	char *s;
+
+	if (!root)
+		return -ENOMEM;
+	/* JSON_PRESERVE_ORDER + JSON_COMPACT: stable bytes. */
+	s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(root);
+	if (!s)
+		return -ENOMEM;
+	*ret = s;
+	*ret_len = strlen(s);
+	return 0;
+}
+
+int oci_index_parse(const void *data, size_t len, struct oci_desc *ret_manifest,
+		    char **ret_ref_name, struct sf_err *err)
+{
+	json_t *root, *arr, *ref;
+	json_error_t jerr;
+	struct oci_desc d = {0};
+	int r;
+
+	root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root)
+		return err_set(err, -EINVAL, "index.json is not JSON: %s", jerr.text);
+	arr = json_object_get(root, "manifests");
+	if (!json_is_array(arr) || json_array_size(arr) != 1) {
+		r = err_set(err, -EINVAL, "index.json must list exactly one manifest");
+		goto out;
+	}
+	r = desc_parse(json_array_get(arr, 0), "index.json manifests[0]", &d, err);
+	if (r < 0)
+		goto out;
+	ref = json_object_get(json_object_get(json_array_get(arr, 0), "annotations"), OCI_REF_NAME);
+	if (ref && !json_is_string(ref)) {
+		r = err_set(err, -EINVAL, "index.json ref name is not a string");
+		goto out;
+	}
+	*ret_ref_name = ref ? strdup(json_string_value(ref)) : NULL;
+	*ret_manifest = d;
+	d = (struct oci_desc){0};
+	r = 0;
+out:
+	desc_done(&d);
+	json_decref(root);
+	return r;
+}

@@ -1,0 +1,518 @@
+#include "registry.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "auth.h"
+#include "oci.h"
+#include "name.h"
+
+#define TAG_PAGE_CAP (4 * 1024 * 1024)
+
+static const char *const manifest_accept[] = {
+	"Accept: " MT_DOCKER_MANIFEST ", " MT_OCI_MANIFEST ", " MT_OCI_INDEX ", " MT_DOCKER_LIST,
+	NULL};
+
+enum action { ACT_PULL, ACT_PUSH, ACT_DELETE, ACT_N };
+static const char *const action_scope[ACT_N] = {"pull", "pull,push", "delete"};
+
+struct token {
+	char *header; /* "Bearer ..." or "Basic ..." */
+	time_t expires;
+};
+
+struct registry {
+	struct http_client *http;
+	char *base;     /* scheme://host[:port] */
+	char *repo;
+	char *host;
+	bool insecure;
+	bool have_cred;
+	struct auth_cred cred;
+	pthread_mutex_t lock;
+	struct token tokens[ACT_N];
+	int page_size;
+};
+
+void strv_done(struct strv *s)
+{
+	if (!s)
+		return;
+	for (size_t i = 0; i < s->n; i++)
+		free(s->v[i]);
+	free(s->v);
+	s->v = NULL;
+	s->n = 0;
+}
+
+static int strv_push(struct strv *s, const char *str)
+{
+	char **v;
+
+	if (s->n % 256 == 0) {
+		v = realloc(s->v, (s->n + 256) * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		s->v = v;
+	}
+	s->v[s->n] = strdup(str);
+	if (!s->v[s->n])
+		return -ENOMEM;
+	s->n++;
+	return 0;
+}
+
+void registry_manifest_done(struct registry_manifest *m)
+{
+	if (!m)
+		return;
+	free(m->data);
+	free(m->media_type);
+	*m = (struct registry_manifest){0};
+}
+
+const char *registry_base_url(const struct registry *r)
+{
+	return r->base;
+}
+
+/* The Authorization value to send for this action, or NULL (unknown yet / anonymous). */
+static char *cached_auth(struct registry *r, enum action act)
+{
+	char *h = NULL;
+
+	pthread_mutex_lock(&r->lock);
+	if (r->tokens[act].header && r->tokens[act].expires > auth_now())
+		h = strdup(r->tokens[act].header);
+	pthread_mutex_unlock(&r->lock);
+	return h;
+}
+
+static void store_auth(struct registry *r, enum action act, const char *header, time_t expires)
+{
+	char *h = strdup(header);
+
+	if (!h)
+		return;
+	pthread_mutex_lock(&r->lock);
+	free(r->tokens[act].header);
+	r->tokens[act].header = h;
+	r->tokens[act].expires = expires;
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* Answer a 401: compute an Authorization for act from the challenge. */
+static int authorize(struct registry *r, const char *challenge, enum action act,
+		     char **ret_header, struct sf_err *err)
+{
+	struct auth_challenge ch = {0};
+	char *scope = NULL, *hdr = NULL;
+	time_t expires;
+	int rc;
+
+	if (!challenge || auth_parse_challenge(challenge, &ch) < 0)
+		return err_set(err, -EACCES, "%s: access denied (no usable WWW-Authenticate)",
+			       r->host);
+	if (ch.scheme == AUTH_BASIC) {
+		if (!r->have_cred || !r->cred.username) {
+			rc = err_set(err, -EACCES,
+				     "%s: registry wants a login and no credentials were found in "
+				     "the Docker config (docker login %s)",
+				     r->host, r->host);
+			goto out;
+		}
+		hdr = auth_basic_header(&r->cred);
+		expires = auth_now() + 24 * 3600;
+	} else {
+		if (asprintf(&scope, "repository:%s:%s", r->repo, action_scope[act]) < 0) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		rc = auth_fetch_token(r->http, &ch, scope, r->have_cred ? &r->cred : NULL, &hdr,
+				      &expires, err);
+		if (rc < 0)
+			goto out;
+	}
+	if (!hdr) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	store_auth(r, act, hdr, expires);
+	*ret_header = hdr;
+	hdr = NULL;
+	rc = 0;
+out:
+	free(hdr);
+	free(scope);
+	auth_challenge_done(&ch);
+	return rc;
+}
+
+/* One request with authentication: cached credentials first, then one answer to a 401. */
+static int request(struct registry *r, struct http_request *req, enum action act,
+		   struct http_response *resp, struct sf_err *err)
+{
+	char *auth = cached_auth(r, act);
+	int rc;
+
+	req->authorization = auth;
+	rc = http_do(r->http, req, resp, err);
+	if (rc == 0 && resp->status == 401) {
+		char *fresh = NULL;
+		rc = authorize(r, resp->www_authenticate, act, &fresh, err);
+		if (rc == 0) {
+			free(auth);
+			auth = fresh;
+			req->authorization = auth;
+			http_response_done(resp);
+			rc = http_do(r->http, req, resp, err);
+			if (rc == 0 && resp->status == 401)
+				rc = err_set(err, -EACCES,
+					     "%s: credentials refused (check the Docker config or "
+					     "docker login)",
+					     r->host);
+		}
+		if (rc < 0)
+			http_response_done(resp);
+	}
+	req->authorization = NULL;
+	free(auth);
+	return rc;
+}
+
+/* Turn a non-2xx status into -errno with a message naming the request. */
+static int status_error(struct registry *r, const char *what, const struct http_response *resp,
+			struct sf_err *err)
+{
+	int code = err_from_http(resp->status);
+	const char *detail = "";
+	json_t *root = NULL;
+	char msg[200] = "";
+
+	if (code == 0)
+		code = -EIO;
+	/* Registries explain in {"errors":[{"code":..,"message":..}]}. */
+	if (resp->body.data)
+		root = json_loadb(resp->body.data, resp->body.len, 0, NULL);
+	if (root) {
+		json_t *e = json_array_get(json_object_get(root, "errors"), 0);
+		const char *c = json_string_value(json_object_get(e, "code"));
+		const char *m = json_string_value(json_object_get(e, "message"));
+		if (c || m) {
+			snprintf(msg, sizeof(msg), " (%s%s%s)", c ? c : "", c && m ? ": " : "",
+				 m ? m : "");
+			detail = msg;
+		}
+		json_decref(root);
+	}
+	return err_set(err, code, "%s: %s answered HTTP %ld%s", what, r->host, resp->status,
+		       detail);
+}
+
+static int ping(struct registry *r, struct sf_err *err)
+{
+	struct http_request req = {0};
+	struct http_response resp = {0};
+	char *url = NULL;
+	int rc;
+
+	if (asprintf(&url, "%s/v2/", r->base) < 0)
+		return -ENOMEM;
+	req.url = url;
+	rc = http_do(r->http, &req, &resp, err);
+	if (rc < 0)
+		goto out;
+	if (resp.status != 200 && resp.status != 401) {
+		rc = status_error(r, "GET /v2/", &resp, err);
+		goto out;
+	}
+out:
+	http_response_done(&resp);
+	free(url);
+	return rc;
+}
+
+int registry_new(const struct addr *a, const struct registry_opts *opts, struct registry **ret,
+		 struct sf_err *err)
+{
+	struct registry *r;
+	struct http_client_opts hopts = opts ? opts->http : (struct http_client_opts){0};
+	bool loopback = addr_is_loopback(a);
+	int rc;
+
+	if (a->local)
+		return err_set(err, -EINVAL, ":local is not a registry");
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	pthread_mutex_init(&r->lock, NULL);
+	r->insecure = opts && opts->insecure;
+	r->page_size = opts && opts->page_size > 0 ? opts->page_size : 1000;
+	r->repo = strdup(a->repo);
+	r->host = strdup(a->host);
+	if (!r->repo || !r->host) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	/* Unverified TLS where plain HTTP would be allowed anyway. */
+	hopts.insecure = r->insecure || loopback;
+	rc = http_client_new(&hopts, &r->http);
+	if (rc < 0)
+		goto fail;
+	if (opts && opts->docker_config_dir) {
+		struct sf_err cerr = {0};
+		rc = auth_lookup(opts->docker_config_dir, a->host, &r->cred, &cerr);
+		if (rc == 0)
+			r->have_cred = true;
+		else if (rc != -ENOENT) {
+			rc = err_set(err, rc, "%s", cerr.msg);
+			goto fail;
+		}
+	}
+	if (asprintf(&r->base, "https://%s", a->host) < 0) {
+		r->base = NULL;
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = ping(r, err);
+	if (rc < 0 && (r->insecure || loopback)) {
+		/* As Docker does for insecure registries: fall back to plain HTTP. */
+		struct sf_err herr = {0};
+		free(r->base);
+		if (asprintf(&r->base, "http://%s", a->host) < 0) {
+			r->base = NULL;
+			rc = -ENOMEM;
+			goto fail;
+		}
+		rc = ping(r, &herr);
+		if (rc < 0)
+			err_set(err, rc, "%s", herr.msg);
+	}
+	if (rc < 0) {
+		err_prefix(err, "registry %s unreachable", a->host);
+		goto fail;
+	}
+	*ret = r;
+	return 0;
+fail:
+	registry_free(r);
+	return rc;
+}
+
+void registry_free(struct registry *r)
+{
+	if (!r)
+		return;
+	http_client_free(r->http);
+	auth_cred_done(&r->cred);
+	for (int i = 0; i < ACT_N; i++)
+		free(r->tokens[i].header);
+	pthread_mutex_destroy(&r->lock);
+	free(r->base);
+	free(r->repo);
+	free(r->host);
+	free(r);
+}
+
+char *registry_parse_link_next(const char *link)
+{
+	const char *p = link;
+
+	/* Link: <url>; rel="next"[, <url2>; rel="prev"] */
+	while (p && *p) {
+		const char *lt = strchr(p, '<'), *gt, *end;
+		if (!lt)
+			return NULL;
+		gt = strchr(lt, '>');
+		if (!gt)
+			return NULL;
+		end = strchr(gt, ',');
+		if (!end)
+			end = gt + strlen(gt);
+		for (const char *q = gt + 1; q < end; q++) {
+			if (strncasecmp(q, "rel=", 4) == 0) {
+				const char *v = q + 4;
+				if (*v == '"')
+					v++;
+				if (strncasecmp(v, "next", 4) == 0 &&
+				    (v[4] == '"' || v[4] == ';' || v[4] == ' ' || v + 4 == end))
+					return strndup(lt + 1, (size_t)(gt - lt - 1));
+			}
+		}
+		p = *end ? end + 1 : end;
+	}
+	return NULL;
+}
+
+int registry_parse_tags(const char *body, size_t len, struct strv *out, struct sf_err *err)
+{
+	json_t *root, *tags;
+	json_error_t jerr;
+	int rc = 0;
+
+	root = json_loadb(body, len, 0, &jerr);
+	if (!root || !json_is_object(root)) {
+		rc = err_set(err, -EINVAL, "tag list is not a JSON object");
+		goto out;
+	}
+	tags = json_object_get(root, "tags");
+	if (json_is_null(tags) || !tags)
+		goto out; /* an empty repository */
+	if (!json_is_array(tags)) {
+		rc = err_set(err, -EINVAL, "tag list: \"tags\" is not an array");
+		goto out;
+	}
+	for (size_t i = 0; i < json_array_size(tags); i++) {
+		const char *t = json_string_value(json_array_get(tags, i));
+		if (!t) {
+			rc = err_set(err, -EINVAL, "tag list: tag %zu is not a string", i);
+			goto out;
+		}
+		if (out->n >= REGISTRY_TAGS_MAX) {
+			rc = err_set(err, -E2BIG, "more than %d tags", REGISTRY_TAGS_MAX);
+			goto out;
+		}
+		rc = strv_push(out, t);
+		if (rc < 0)
+			goto out;
+	}
+out:
+	json_decref(root);
+	return rc;
+}
+
+int registry_list_tags(struct registry *r, struct strv *ret, struct sf_err *err)
+{
+	struct strv tags = {0};
+	char *url = NULL, *next;
+	int rc = 0, pages = 0;
+
+	if (asprintf(&url, "%s/v2/%s/tags/list?n=%d", r->base, r->repo, r->page_size) < 0)
+		return -ENOMEM;
+	while (url) {
+		struct http_request req = {.url = url, .max_body = TAG_PAGE_CAP};
+		struct http_response resp = {0};
+
+		if (++pages > REGISTRY_TAGS_MAX) {
+			rc = err_set(err, -E2BIG, "tag list of %s: too many pages", r->repo);
+			break;
+		}
+		rc = request(r, &req, ACT_PULL, &resp, err);
+		if (rc < 0) {
+			err_prefix(err, "listing tags of %s", r->repo);
+			break;
+		}
+		if (resp.status == 404 && pages == 1) {
+			/* NAME_UNKNOWN: nothing pushed yet, an empty storage. */
+			http_response_done(&resp);
+			free(url);
+			url = NULL;
+			break;
+		}
+		if (resp.status != 200) {
+			rc = status_error(r, "listing tags", &resp, err);
+			http_response_done(&resp);
+			break;
+		}
+		rc = registry_parse_tags(resp.body.data, resp.body.len, &tags, err);
+		next = NULL;
+		if (rc == 0 && resp.link) {
+			char *rel = registry_parse_link_next(resp.link);
+			if (rel) {
+				next = http_resolve_url(url, rel);
+				free(rel);
+				if (!next)
+					rc = err_set(err, -EIO, "tag list: bad Link header");
+			}
+		}
+		http_response_done(&resp);
+		free(url);
+		url = next;
+		if (rc < 0)
+			break;
+	}
+	free(url);
+	if (rc < 0) {
+		strv_done(&tags);
+		return rc;
+	}
+	*ret = tags;
+	return 0;
+}
+
+int registry_get_manifest(struct registry *r, const char *ref, struct registry_manifest *ret,
+			  struct sf_err *err)
+{
+	struct http_request req = {.headers = manifest_accept, .max_body = REGISTRY_MANIFEST_CAP};
+	struct http_response resp = {0};
+	struct registry_manifest m = {0};
+	char *url = NULL;
+	int rc;
+
+	if (asprintf(&url, "%s/v2/%s/manifests/%s", r->base, r->repo, ref) < 0)
+		return -ENOMEM;
+	req.url = url;
+	rc = request(r, &req, ACT_PULL, &resp, err);
+	if (rc < 0) {
+		err_prefix(err, "manifest %s", ref);
+		goto out;
+	}
+	if (resp.status != 200) {
+		rc = status_error(r, ref, &resp, err);
+		goto out;
+	}
+	digest_buffer(resp.body.data ? resp.body.data : "", resp.body.len, m.digest);
+	if ((name_digest_valid(ref) && strcmp(ref, m.digest) != 0) ||
+	    (resp.docker_content_digest && name_digest_valid(resp.docker_content_digest) &&
+	     strcmp(resp.docker_content_digest, m.digest) != 0)) {
+		rc = err_set(err, -EBADMSG, "manifest %s: content does not match its digest", ref);
+		goto out;
+	}
+	m.media_type = strdup(resp.content_type ? resp.content_type : "");
+	m.data = buf_steal(&resp.body, &m.len);
+	if (!m.media_type || !m.data) {
+		registry_manifest_done(&m);
+		rc = -ENOMEM;
+		goto out;
+	}
+	*ret = m;
+out:
+	http_response_done(&resp);
+	free(url);
+	return rc;
+}
+
+int registry_get_blob(struct registry *r, const char *digest, uint64_t offset, http_sink_fn sink,
+		      void *userdata, struct sf_err *err)
+{
+	struct http_request req = {.sink = sink, .sink_userdata = userdata};
+	struct http_response resp = {0};
+	char *url = NULL;
+	int rc;
+
+	if (!name_digest_valid(digest))
+		return err_set(err, -EINVAL, "bad digest '%s'", digest);
+	if (asprintf(&url, "%s/v2/%s/blobs/%s", r->base, r->repo, digest) < 0)
+		return -ENOMEM;
+	req.url = url;
+	if (offset) {
+		req.has_range = true;
+		req.range_start = offset;
+	}
+	rc = request(r, &req, ACT_PULL, &resp, err);
+	if (rc < 0) {
+		err_prefix(err, "blob %.19s", digest);
+		goto out;
+	}
+	if (resp.status != 200 && resp.status != 206)
+		rc = status_error(r, digest, &resp, err);
+out:
+	http_response_done(&resp);
+	free(url);
+	return rc;
+}

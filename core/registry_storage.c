@@ -1,0 +1,155 @@
+#include "registry_storage.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "oci.h"
+
+struct registry_storage {
+	struct storage base;
+	struct registry *reg;
+};
+
+static struct registry *reg_of(struct storage *st)
+{
+	return ((struct registry_storage *)st)->reg;
+}
+
+static int rs_list(struct storage *st, struct stage_list *ret, struct sf_err *err)
+{
+	struct strv tags = {0};
+	struct stage_list l = {0};
+	int r;
+
+	r = registry_list_tags(reg_of(st), &tags, err);
+	if (r < 0)
+		return r;
+	l.v = calloc(tags.n + 1, sizeof(*l.v));
+	if (!l.v) {
+		strv_done(&tags);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < tags.n; i++) {
+		if (!name_is_stage(tags.v[i]))
+			continue;
+		memcpy(l.v[l.n].name, tags.v[i], strlen(tags.v[i]) + 1);
+		l.n++;
+	}
+	strv_done(&tags);
+	stage_list_finish(&l);
+	*ret = l;
+	return 0;
+}
+
+/* Add an image manifest's config and layers to the layout. */
+static int add_image(struct stage_layout *l, const struct oci_manifest *m)
+{
+	int r = stage_layout_add_blob(l, m->config.digest, m->config.size, NULL);
+
+	for (size_t i = 0; r == 0 && i < m->n; i++)
+		r = stage_layout_add_blob(l, m->descs[i].digest, m->descs[i].size, NULL);
+	return r;
+}
+
+static int rs_describe(struct storage *st, const char *project, const char *stage,
+		       struct stage_layout **ret, struct sf_err *err)
+{
+	struct registry *reg = reg_of(st);
+	struct registry_manifest top = {0};
+	struct oci_manifest m = {0};
+	struct stage_layout *l = NULL;
+	struct oci_desc d = {0};
+	int r;
+
+	if (!name_is_stage(stage))
+		return -ENOENT;
+	r = registry_get_manifest(reg, stage, &top, err);
+	if (r < 0)
+		return r;
+	r = oci_manifest_parse(top.data, top.len, top.media_type, &m, err);
+	if (r < 0) {
+		err_prefix(err, "stage %s", stage);
+		goto out;
+	}
+	l = stage_layout_new();
+	if (!l) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = stage_layout_add_blob(l, top.digest, top.len, top.data);
+	if (r == 0 && !m.is_index) {
+		memcpy(l->image_id, m.config.digest, DIGEST_LEN);
+		r = add_image(l, &m);
+	}
+	for (size_t i = 0; r == 0 && m.is_index && i < m.n; i++) {
+		struct registry_manifest child = {0};
+		struct oci_manifest cm = {0};
+		r = registry_get_manifest(reg, m.descs[i].digest, &child, err);
+		if (r == 0)
+			r = oci_manifest_parse(child.data, child.len, child.media_type, &cm, err);
+		if (r == 0 && cm.is_index)
+			r = err_set(err, -EINVAL, "stage %s: nested image indexes", stage);
+		if (r == 0)
+			r = stage_layout_add_blob(l, child.digest, child.len, child.data);
+		if (r == 0)
+			r = add_image(l, &cm);
+		oci_manifest_done(&cm);
+		registry_manifest_done(&child);
+	}
+	if (r < 0)
+		goto out;
+	d.media_type = m.media_type;
+	memcpy(d.digest, top.digest, DIGEST_LEN);
+	d.size = top.len;
+	r = oci_index_json(&d, stage, &l->index_json, &l->index_len);
+	if (r < 0)
+		goto out;
+	stage_layout_seal(l);
+	*ret = l;
+	l = NULL;
+out:
+	stage_layout_unref(l);
+	oci_manifest_done(&m);
+	registry_manifest_done(&top);
+	return r;
+}
+
+static int rs_read_blob(struct storage *st, const char *project, const char *stage,
+			const struct layout_blob *blob, uint64_t offset, http_sink_fn sink,
+			void *userdata, struct sf_err *err)
+{
+	if (blob->data) {
+		if (offset > blob->size)
+			return -EINVAL;
+		return sink(userdata, blob->data + offset, (size_t)(blob->size - offset));
+	}
+	return registry_get_blob(reg_of(st), blob->digest, offset, sink, userdata, err);
+}
+
+static void rs_free(struct storage *st)
+{
+	struct registry_storage *rs = (struct registry_storage *)st;
+
+	registry_free(rs->reg);
+	free(rs);
+}
+
+static const struct storage_ops registry_storage_ops = {
+	.list = rs_list,
+	.describe = rs_describe,
+	.read_blob = rs_read_blob,
+	.free = rs_free,
+};
+
+int registry_storage_new(struct registry *reg, struct storage **ret)
+{
+	struct registry_storage *rs = calloc(1, sizeof(*rs));
+
+	if (!rs)
+		return -ENOMEM;
+	rs->base.ops = &registry_storage_ops;
+	rs->reg = reg;
+	*ret = &rs->base;
+	return 0;
+}
