@@ -206,6 +206,14 @@ static int cs_find(struct storage *st, const char *project, const char *stage,
 	return hit ? 0 : -ENOENT;
 }
 
+static int cs_local_file(struct storage *st, const char *project, const char *stage,
+			 const struct layout_blob *blob, char *ret_path, size_t path_size,
+			 struct sf_err *err)
+{
+	struct cache_storage *c = (struct cache_storage *)st;
+	return storage_local_file(c->inner, project, stage, blob, ret_path, path_size, err);
+}
+
 static void cs_free(struct storage *st)
 {
 	struct cache_storage *c = (struct cache_storage *)st;
@@ -230,6 +238,7 @@ static const struct storage_ops cache_ops = {
 	.read_blob = cs_read_blob,
 	.free = cs_free,
 	.find = cs_find,
+	.local_file = cs_local_file,
 };
 
 int cache_storage_new(struct storage *inner, uint64_t ttl_ms, struct storage **ret)

@@ -184,3 +184,33 @@ out:
 	json_decref(root);
 	return r;
 }
+
+static json_t *desc_json(const struct oci_desc *d)
+{
+	return json_pack("{s:s,s:s,s:I}", "mediaType", d->media_type, "digest", d->digest, "size",
+			 (json_int_t)d->size);
+}
+
+int oci_manifest_json(const char *media_type, const struct oci_desc *config,
+		      const struct oci_desc *layers, size_t nlayers, char **ret, size_t *ret_len)
+{
+	json_t *root, *arr = json_array();
+	char *s;
+
+	for (size_t i = 0; arr && i < nlayers; i++)
+		if (json_array_append_new(arr, desc_json(&layers[i])) < 0) {
+			json_decref(arr);
+			return -ENOMEM;
+		}
+	root = json_pack("{s:i,s:s,s:o,s:o}", "schemaVersion", 2, "mediaType", media_type,
+			 "config", desc_json(config), "layers", arr);
+	if (!root)
+		return -ENOMEM;
+	s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(root);
+	if (!s)
+		return -ENOMEM;
+	*ret = s;
+	*ret_len = strlen(s);
+	return 0;
+}

@@ -58,6 +58,10 @@ bool oci_media_type_is_manifest(const char *mt);
 int oci_index_json(const struct oci_desc *manifest, const char *ref_name, char **ret,
 		   size_t *ret_len);
 
+/* An image manifest with the given media types, as stable compact bytes. Caller frees. */
+int oci_manifest_json(const char *media_type, const struct oci_desc *config,
+		      const struct oci_desc *layers, size_t nlayers, char **ret, size_t *ret_len);
+
 /* Parse a layout's index.json: exactly one manifest descriptor. ret_ref_name gets the ref name
  * annotation or NULL. For the write path. */
 int oci_index_parse(const void *data, size_t len, struct oci_desc *ret_manifest,

@@ -23,6 +23,15 @@ int storage_read_blob(struct storage *st, const char *project, const char *stage
 	return st->ops->read_blob(st, project, stage, blob, offset, sink, userdata, err);
 }
 
+int storage_local_file(struct storage *st, const char *project, const char *stage,
+		       const struct layout_blob *blob, char *ret_path, size_t path_size,
+		       struct sf_err *err)
+{
+	if (!st->ops->local_file)
+		return -ENOTSUP;
+	return st->ops->local_file(st, project, stage, blob, ret_path, path_size, err);
+}
+
 int storage_find(struct storage *st, const char *project, const char *stage,
 		 struct stage_info *ret, struct sf_err *err)
 {

@@ -60,6 +60,11 @@ struct storage_ops {
 	/* Optional: one stage's listing entry; -ENOENT when not listed. Default: list + search. */
 	int (*find)(struct storage *st, const char *project, const char *stage,
 		    struct stage_info *ret, struct sf_err *err);
+	/* Optional: the blob as a file on local disk (the backend keeps it there, verified), so a
+	 * reader opens it instead of copying it. May block while the backend produces it. */
+	int (*local_file)(struct storage *st, const char *project, const char *stage,
+			  const struct layout_blob *blob, char *ret_path, size_t path_size,
+			  struct sf_err *err);
 };
 
 struct storage {
@@ -74,6 +79,10 @@ int storage_read_blob(struct storage *st, const char *project, const char *stage
 		      const struct layout_blob *blob, uint64_t offset, http_sink_fn sink,
 		      void *userdata, struct sf_err *err);
 void storage_free(struct storage *st);
+/* -ENOTSUP when the backend keeps no local files. */
+int storage_local_file(struct storage *st, const char *project, const char *stage,
+		       const struct layout_blob *blob, char *ret_path, size_t path_size,
+		       struct sf_err *err);
 int storage_find(struct storage *st, const char *project, const char *stage,
 		 struct stage_info *ret, struct sf_err *err);
 

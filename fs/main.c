@@ -10,6 +10,8 @@
 #include "addr.h"
 #include "cache.h"
 #include "config.h"
+#include "docker.h"
+#include "docker_storage.h"
 #include "registry.h"
 #include "registry_storage.h"
 #include "stagefs.h"
@@ -158,10 +160,22 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 
-	if (a.local) {
-		fprintf(stderr, "stagefs: :local is not supported yet\n");
-		ret = 2;
+	r = blobcache_new(o.cache_dir, (uint64_t)o.cache_size_mb << 20, &ctx.blobs, &err);
+	if (r < 0) {
+		fprintf(stderr, "stagefs: %s\n", err_msg(&err, r));
 		goto out;
+	}
+	if (a.local) {
+		struct docker *d = NULL;
+		r = docker_new(o.docker_host, &d, &err);
+		if (r == 0)
+			r = docker_storage_new(d, o.project, o.cache_dir,
+					       (uint64_t)o.cache_size_mb << 20, &backend, &err);
+		if (r < 0) {
+			docker_free(d);
+			fprintf(stderr, "stagefs: %s\n", err_msg(&err, r));
+			goto out;
+		}
 	} else {
 		struct registry_opts ropts = {
 			.insecure = o.insecure,
@@ -186,13 +200,10 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "stagefs: %s\n", strerror(-r));
 		goto out;
 	}
-	r = blobcache_new(o.cache_dir, (uint64_t)o.cache_size_mb << 20, &ctx.blobs, &err);
-	if (r < 0) {
-		fprintf(stderr, "stagefs: %s\n", err_msg(&err, r));
-		goto out;
-	}
+	if (o.project && !a.local)
+		stagefs_log("project=%s is ignored: a registry repository holds one project",
+			    o.project);
 	ctx.by_project = ctx.st->by_project;
-	ctx.project = ctx.by_project ? o.project : NULL;
 	ctx.uid = getuid();
 	ctx.gid = getgid();
 	clock_gettime(CLOCK_REALTIME, &ctx.mounted);

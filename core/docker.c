@@ -1,0 +1,258 @@
+#include "docker.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_API "1.41"
+#define MIN_API "1.24"
+#define LIST_CAP (64 * 1024 * 1024)
+#define INSPECT_CAP (4 * 1024 * 1024)
+
+struct docker {
+	struct http_client *http;
+	char *host_url;    /* as given, for messages */
+	char *socket_path; /* unix socket, or NULL */
+	char *base;        /* "http://localhost" or "http://host:port" */
+	char version[16];
+};
+
+const char *docker_api_version(const struct docker *d)
+{
+	return d->version;
+}
+
+int docker_version_cmp(const char *a, const char *b)
+{
+	unsigned long amaj = strtoul(a, (char **)&a, 10), bmaj = strtoul(b, (char **)&b, 10);
+	unsigned long amin = *a == '.' ? strtoul(a + 1, NULL, 10) : 0;
+	unsigned long bmin = *b == '.' ? strtoul(b + 1, NULL, 10) : 0;
+
+	if (amaj != bmaj)
+		return amaj < bmaj ? -1 : 1;
+	if (amin != bmin)
+		return amin < bmin ? -1 : 1;
+	return 0;
+}
+
+/* Map a transport failure to a sentence about the daemon. */
+static int unreachable(struct docker *d, int r, struct sf_err *err)
+{
+	if (d->socket_path && access(d->socket_path, F_OK) < 0)
+		return err_set(err, -EIO, "no Docker daemon socket at %s (is dockerd running?)",
+			       d->host_url);
+	if (d->socket_path && access(d->socket_path, R_OK | W_OK) < 0)
+		return err_set(err, -EACCES,
+			       "permission denied on the Docker socket %s (run as root or join "
+			       "the docker group)",
+			       d->host_url);
+	err_prefix(err, "cannot talk to the Docker daemon at %s", d->host_url);
+	return r;
+}
+
+static int get(struct docker *d, const char *path, size_t cap, http_sink_fn sink, void *ud,
+	       struct http_response *resp, struct sf_err *err)
+{
+	struct http_request req = {.max_body = cap, .sink = sink, .sink_userdata = ud};
+	char *url = NULL;
+	int r;
+
+	if (asprintf(&url, "%s%s%s%s", d->base, d->version[0] ? "/v" : "", d->version, path) < 0)
+		return -ENOMEM;
+	req.url = url;
+	r = http_do(d->http, &req, resp, err);
+	free(url);
+	if (r < 0 && r != -ECANCELED && r != -EFBIG && !resp->streamed)
+		return unreachable(d, r, err);
+	return r;
+}
+
+/* The daemon's {"message": ...} of an error answer, as -errno with a sentence. */
+static int answer_error(const char *what, const struct http_response *resp, struct sf_err *err)
+{
+	json_t *root = resp->body.data ? json_loadb(resp->body.data, resp->body.len, 0, NULL) : NULL;
+	const char *msg = json_string_value(json_object_get(root, "message"));
+	int code = err_from_http(resp->status);
+
+	err_set(err, code ? code : -EIO, "%s: Docker answered %ld%s%s", what, resp->status,
+		msg ? ": " : "", msg ? msg : "");
+	json_decref(root);
+	return code ? code : -EIO;
+}
+
+int docker_new(const char *host_url, struct docker **ret, struct sf_err *err)
+{
+	struct http_client_opts hopts = {.max_tries = 3, .backoff_ms = 100};
+	struct http_response resp = {0};
+	struct docker *d;
+	json_t *root = NULL;
+	const char *v;
+	int r;
+
+	if (!host_url || !*host_url)
+		host_url = getenv("DOCKER_HOST");
+	if (!host_url || !*host_url)
+		host_url = "unix:///var/run/docker.sock";
+	d = calloc(1, sizeof(*d));
+	if (!d || !(d->host_url = strdup(host_url))) {
+		free(d);
+		return -ENOMEM;
+	}
+	if (strncmp(host_url, "unix://", 7) == 0 && host_url[7] == '/') {
+		d->socket_path = strdup(host_url + 7);
+		d->base = strdup("http://localhost");
+	} else if (strncmp(host_url, "tcp://", 6) == 0 && host_url[6]) {
+		if (asprintf(&d->base, "http://%s", host_url + 6) < 0)
+			d->base = NULL;
+	} else {
+		r = err_set(err, -EINVAL,
+			    "docker_host '%s': use unix:///path/to/docker.sock or tcp://host:port",
+			    host_url);
+		goto fail;
+	}
+	if (!d->base || (strncmp(host_url, "unix://", 7) == 0 && !d->socket_path)) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	hopts.unix_socket = d->socket_path;
+	r = http_client_new(&hopts, &d->http);
+	if (r < 0)
+		goto fail;
+	r = get(d, "/version", 1 << 20, NULL, NULL, &resp, err);
+	if (r < 0)
+		goto fail;
+	if (resp.status != 200) {
+		r = answer_error("GET /version", &resp, err);
+		goto fail;
+	}
+	root = json_loadb(resp.body.data ? resp.body.data : "", resp.body.len, 0, NULL);
+	v = json_string_value(json_object_get(root, "ApiVersion"));
+	if (!v || docker_version_cmp(v, MIN_API) < 0) {
+		r = err_set(err, -EPROTO, "%s: Docker API %s is too old (need %s)", host_url,
+			    v ? v : "?", MIN_API);
+		goto fail;
+	}
+	snprintf(d->version, sizeof(d->version), "%s",
+		 docker_version_cmp(v, MAX_API) > 0 ? MAX_API : v);
+	json_decref(root);
+	http_response_done(&resp);
+	*ret = d;
+	return 0;
+fail:
+	json_decref(root);
+	http_response_done(&resp);
+	docker_free(d);
+	return r;
+}
+
+void docker_free(struct docker *d)
+{
+	if (!d)
+		return;
+	http_client_free(d->http);
+	free(d->host_url);
+	free(d->socket_path);
+	free(d->base);
+	free(d);
+}
+
+static char *escape(const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	char *out = malloc(strlen(s) * 3 + 1), *o = out;
+
+	if (!out)
+		return NULL;
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		    c == '-' || c == '.' || c == '_' || c == '~' || c == '/' || c == ':') {
+			*o++ = (char)c;
+		} else {
+			*o++ = '%';
+			*o++ = hex[c >> 4];
+			*o++ = hex[c & 15];
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
+static int get_json(struct docker *d, const char *what, const char *path, size_t cap, json_t **ret,
+		    struct sf_err *err)
+{
+	struct http_response resp = {0};
+	json_error_t jerr;
+	int r;
+
+	r = get(d, path, cap, NULL, NULL, &resp, err);
+	if (r < 0)
+		goto out;
+	if (resp.status != 200) {
+		r = answer_error(what, &resp, err);
+		goto out;
+	}
+	*ret = json_loadb(resp.body.data ? resp.body.data : "", resp.body.len, 0, &jerr);
+	if (!*ret)
+		r = err_set(err, -EPROTO, "%s: Docker's answer is not JSON: %s", what, jerr.text);
+out:
+	http_response_done(&resp);
+	return r;
+}
+
+int docker_list_images(struct docker *d, const char *filters, json_t **ret, struct sf_err *err)
+{
+	char *q = filters ? escape(filters) : NULL, *path = NULL;
+	int r;
+
+	if ((filters && !q) || asprintf(&path, "/images/json%s%s", q ? "?filters=" : "",
+					q ? q : "") < 0) {
+		free(q);
+		return -ENOMEM;
+	}
+	r = get_json(d, "listing images", path, LIST_CAP, ret, err);
+	if (r == 0 && !json_is_array(*ret)) {
+		json_decref(*ret);
+		r = err_set(err, -EPROTO, "listing images: Docker's answer is not a list");
+	}
+	free(q);
+	free(path);
+	return r;
+}
+
+int docker_inspect_image(struct docker *d, const char *ref, json_t **ret, struct sf_err *err)
+{
+	char *q = escape(ref), *path = NULL;
+	int r;
+
+	if (!q || asprintf(&path, "/images/%s/json", q) < 0) {
+		free(q);
+		return -ENOMEM;
+	}
+	r = get_json(d, ref, path, INSPECT_CAP, ret, err);
+	free(q);
+	free(path);
+	return r;
+}
+
+int docker_export_image(struct docker *d, const char *ref, http_sink_fn sink, void *userdata,
+			struct sf_err *err)
+{
+	struct http_response resp = {0};
+	char *q = escape(ref), *path = NULL;
+	int r;
+
+	if (!q || asprintf(&path, "/images/%s/get", q) < 0) {
+		free(q);
+		return -ENOMEM;
+	}
+	r = get(d, path, 0, sink, userdata, &resp, err);
+	if (r == 0 && resp.status != 200)
+		r = answer_error(ref, &resp, err);
+	http_response_done(&resp);
+	free(q);
+	free(path);
+	return r;
+}
