@@ -208,6 +208,8 @@ int main(int argc, char *argv[])
 	ctx.gid = getgid();
 	clock_gettime(CLOCK_REALTIME, &ctx.mounted);
 
+	/* libfuse 3.14's fuse_main leaves max_idle_threads unset and complains; give it a value. */
+	fuse_opt_insert_arg(&args, 1, "-omax_threads=16,max_idle_threads=8");
 	ret = fuse_main(args.argc, args.argv, &stagefs_ops, &ctx);
 out:
 	blobcache_free(ctx.blobs);
