@@ -451,9 +451,11 @@ ssize_t blobcache_pread(struct blob_reader *rd, void *buf, size_t len, uint64_t 
 		len = (size_t)(e->size - off);
 	want = off + len;
 	pthread_mutex_lock(&bc->lock);
-	while (e->state == FETCHING && e->have < want)
+	/* A read of the last bytes also waits for the sha256 check: a reader of the whole blob
+	 * ends on the verdict. (Earlier chunks, streamed while they arrive, cannot be recalled.) */
+	while (e->state == FETCHING && (e->have < want || want == e->size))
 		pthread_cond_wait(&e->cond, &bc->lock);
-	if (e->state == FAILED && e->have < want) {
+	if (e->state == FAILED) {
 		int r = err_set(err, e->error, "%s", e->errmsg);
 		pthread_mutex_unlock(&bc->lock);
 		return r;

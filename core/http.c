@@ -261,10 +261,16 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
 		}
 		return total;
 	}
+	if (status < 200 || status >= 300) {
+		/* Error bodies only explain: keep the first 64 KiB, drop the rest, keep the status. */
+		size_t room = ERROR_BODY_CAP - t->resp->body.len;
+		t->resp->body.cap = ERROR_BODY_CAP;
+		if (buf_append(&t->resp->body, data, n < room ? n : room) < 0)
+			return 0;
+		return total;
+	}
 	if (!t->resp->body.cap)
-		t->resp->body.cap = (status >= 200 && status < 300)
-					    ? (t->req->max_body ? t->req->max_body : DEFAULT_BODY_CAP)
-					    : ERROR_BODY_CAP;
+		t->resp->body.cap = t->req->max_body ? t->req->max_body : DEFAULT_BODY_CAP;
 	if (buf_append(&t->resp->body, data, n) < 0) {
 		t->too_big = true;
 		return 0;

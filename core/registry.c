@@ -419,6 +419,7 @@ int registry_list_tags(struct registry *r, struct strv *ret, struct sf_err *err)
 			http_response_done(&resp);
 			break;
 		}
+		size_t before = tags.n;
 		rc = registry_parse_tags(resp.body.data, resp.body.len, &tags, err);
 		next = NULL;
 		if (rc == 0 && resp.link) {
@@ -428,6 +429,11 @@ int registry_list_tags(struct registry *r, struct strv *ret, struct sf_err *err)
 				free(rel);
 				if (!next)
 					rc = err_set(err, -EIO, "tag list: bad Link header");
+				/* Every page must make progress: a page without tags that points
+				 * on, or a page pointing at itself, would loop forever. */
+				else if (tags.n == before || strcmp(next, url) == 0)
+					rc = err_set(err, -ELOOP,
+						     "tag list of %s: the registry's pages loop", r->repo);
 			}
 		}
 		http_response_done(&resp);
