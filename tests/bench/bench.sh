@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# stagefs benchmark: one run, same machine, everything against its usual tool, as ratios.
+#
+#   bash tests/bench/bench.sh            (root, Debian 12; builds first; ~3 minutes)
+#   SIZE_MB=300 TAGS=2000 LOCAL_STAGES=200 bash tests/bench/bench.sh
+#
+# Registry: reading a SIZE_MB stage (4 gzip layers) through the mount with cp, cold and warm,
+# against `skopeo copy docker://... dir:`, a plain curl of the same blobs, and docker pull;
+# `ls` / `ls -l` of a repository with TAGS stage tags against `skopeo list-tags`.
+# :local: reading the same stage through the mount (export + read) against `docker save`;
+# `ls -l` of a project with LOCAL_STAGES stages. Peak RSS of each daemon is reported.
+# Ratios below 1 mean stagefs is faster. Times are wall-clock seconds of one run each.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bash tools/deps.sh
+[[ -x build/fs/stagefs ]] || { meson setup build >/dev/null; }
+ninja -C build >/dev/null
+. tests/lib/harness.sh
+h_init
+h_start_dockerd
+h_start_registry
+
+SIZE_MB=${SIZE_MB:-300}
+TAGS=${TAGS:-2000}
+LOCAL_STAGES=${LOCAL_STAGES:-200}
+LAYER=$((SIZE_MB * 1024 * 1024 / 4))
+REPO=$REGISTRY/bench/stages
+declare -A T
+
+now() { printf '%s' "${EPOCHREALTIME/,/.}"; }
+timed() { # NAME CMD...: run CMD, store its wall time in T[NAME]
+	local name=$1 a b
+	shift
+	a=$(now)
+	"$@"
+	b=$(now)
+	T[$name]=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", b - a }')
+	h_log "$name: ${T[$name]} s"
+}
+drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+ratio() { awk -v a="${T[$1]}" -v b="${T[$2]}" 'BEGIN { printf "%.2f", a / b }'; }
+peak_kb() { awk '/VmHWM/ { print $2 }' "/proc/$1/status"; }
+
+h_log "building a ${SIZE_MB} MB stage (4 layers)"
+read -r STAGE ID < <(h_make_stage bench --layers 4 --layer-size "$LAYER" --seed 7)
+h_push_stage bench "$STAGE" "$REPO" >/dev/null
+
+# --- registry: read a big stage -------------------------------------------------------
+h_mount "$REPO" "$H_TMP/reg" -o ttl=600
+REGPID=$H_MOUNT_PID
+drop
+timed fs_cold cp -r "$H_TMP/reg/$STAGE" "$H_TMP/out-cold"
+drop
+timed fs_warm cp -r "$H_TMP/reg/$STAGE" "$H_TMP/out-warm"
+REG_RSS=$(peak_kb "$REGPID")
+rm -rf "$H_TMP/out-cold" "$H_TMP/out-warm"
+drop
+timed skopeo skopeo copy -q --src-tls-verify=false "docker://$REPO:$STAGE" "dir:$H_TMP/skopeo-dir"
+rm -rf "$H_TMP/skopeo-dir"
+manifest=$(curl -sf -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "http://$REGISTRY/v2/bench/stages/manifests/$STAGE")
+curl_all() {
+	local d
+	mkdir -p "$H_TMP/curl"
+	curl -sf -o "$H_TMP/curl/manifest" -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+		"http://$REGISTRY/v2/bench/stages/manifests/$STAGE"
+	for d in $(jq -r '.config.digest, .layers[].digest' <<<"$manifest"); do
+		curl -sf -o "$H_TMP/curl/${d#sha256:}" "http://$REGISTRY/v2/bench/stages/blobs/$d"
+	done
+}
+drop
+timed curl curl_all
+rm -rf "$H_TMP/curl"
+# docker pull from scratch: the image must be gone locally first; it comes back tagged.
+h_docker rmi "$REPO:$STAGE" "werf-stages-storage/bench:$STAGE" >/dev/null
+drop
+timed docker_pull h_docker pull -q "$REPO:$STAGE"
+h_docker tag "$REPO:$STAGE" "werf-stages-storage/bench:$STAGE"
+[[ "$(h_docker image inspect --format '{{.Id}}' "$REPO:$STAGE")" == "$ID" ]] || h_fail "pulled image differs"
+
+# --- registry: a repository with many tags --------------------------------------------
+python3 "$H_LIB/mktags.py" "$REGISTRY" bench/stages "$STAGE" "$TAGS" >/dev/null
+h_mount "$REPO" "$H_TMP/tags" -o ttl=600
+timed ls_tags bash -c "ls '$H_TMP/tags' | wc -l >/dev/null"
+timed ls_l_tags bash -c "ls -l '$H_TMP/tags' >/dev/null"
+timed skopeo_tags bash -c "skopeo list-tags --tls-verify=false 'docker://$REPO' >/dev/null"
+n=$(ls "$H_TMP/tags" | wc -l)
+[[ "$n" == $((TAGS + 1)) ]] || h_fail "listed $n stages, expected $((TAGS + 1))"
+
+# --- :local ---------------------------------------------------------------------------
+h_mount :local "$H_TMP/local" -o project=bench -o ttl=600
+LOCPID=$H_MOUNT_PID
+drop
+timed local_cold cp -r "$H_TMP/local/$STAGE" "$H_TMP/out-local"
+drop
+timed local_warm cp -r "$H_TMP/local/$STAGE" "$H_TMP/out-local2"
+LOC_RSS=$(peak_kb "$LOCPID")
+rm -rf "$H_TMP/out-local" "$H_TMP/out-local2"
+drop
+timed docker_save h_docker save -o "$H_TMP/save.tar" "werf-stages-storage/bench:$STAGE"
+rm -f "$H_TMP/save.tar"
+for i in $(seq 1 $((LOCAL_STAGES - 1))); do
+	h_docker tag "$ID" "werf-stages-storage/bench:$(printf 'b-%d' "$i" | sha224sum | cut -c1-56)-$((1600000200000 + i))"
+done
+h_mount :local "$H_TMP/local200" -o project=bench -o ttl=600
+timed ls_l_local bash -c "ls -l '$H_TMP/local200' >/dev/null"
+timed docker_images bash -c "/usr/bin/docker images --filter reference='werf-stages-storage/bench' --filter label=werf=bench >/dev/null"
+
+for m in reg tags local local200; do h_umount "$H_TMP/$m"; done
+
+cat <<REPORT
+
+stagefs benchmark: ${SIZE_MB} MB stage (4 layers), $((TAGS + 1)) tags, ${LOCAL_STAGES} local stages
+$(nproc) cores, $(uname -r)
+
+registry                                   seconds   ratio
+  cp -r through the mount, cold cache      ${T[fs_cold]}
+  cp -r through the mount, warm cache      ${T[fs_warm]}
+  skopeo copy docker:// dir:               ${T[skopeo]}     stagefs cold / skopeo = $(ratio fs_cold skopeo)
+  curl of the same blobs                   ${T[curl]}     stagefs cold / curl   = $(ratio fs_cold curl)
+  docker pull                              ${T[docker_pull]}     stagefs cold / pull   = $(ratio fs_cold docker_pull)
+  ls of $((TAGS + 1)) stages (cold)               ${T[ls_tags]}     / skopeo list-tags = $(ratio ls_tags skopeo_tags)
+  ls -l of $((TAGS + 1)) stages                   ${T[ls_l_tags]}
+  skopeo list-tags                         ${T[skopeo_tags]}
+  daemon peak RSS                          $((REG_RSS / 1024)) MiB
+
+:local
+  cp -r through the mount, cold (export)   ${T[local_cold]}     stagefs cold / docker save = $(ratio local_cold docker_save)
+  cp -r through the mount, warm            ${T[local_warm]}     stagefs warm / docker save = $(ratio local_warm docker_save)
+  docker save                              ${T[docker_save]}
+  ls -l of ${LOCAL_STAGES} stages                    ${T[ls_l_local]}     / docker images = $(ratio ls_l_local docker_images)
+  docker images (filtered)                 ${T[docker_images]}
+  daemon peak RSS                          $((LOC_RSS / 1024)) MiB
+REPORT
