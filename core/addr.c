@@ -1,5 +1,6 @@
 #include "addr.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,11 +71,19 @@ static int parse_host(const char *s, size_t n, struct addr *a, struct sf_err *er
 		if (hn == 0)
 			return err_set(err, -EINVAL, "empty registry host in address");
 		for (size_t i = 0; i < hn; i++) {
+			bool label_start = i == 0 || s[i - 1] == '.';
+			bool label_end = i + 1 == hn || s[i + 1] == '.';
 			if (s[i] == '.') {
 				if (i == 0 || i + 1 == hn || s[i + 1] == '.')
-					return err_set(err, -EINVAL, "bad registry host in address");
+					return err_set(err, -EINVAL,
+						       "bad registry host in address");
 			} else if (!host_label_char(s[i])) {
-				return err_set(err, -EINVAL, "bad character '%c' in registry host", s[i]);
+				return err_set(err, -EINVAL, "bad character '%c' in registry host",
+					       s[i]);
+			} else if (s[i] == '-' && (label_start || label_end)) {
+				return err_set(
+				    err, -EINVAL,
+				    "registry host labels may not start or end with '-'");
 			}
 		}
 		a->hostname = strndup(s, hn);
@@ -140,6 +149,19 @@ int addr_parse(const char *text, struct addr *ret, struct sf_err *err)
 		if (r < 0)
 			goto fail;
 		path = slash + 1;
+		if (!a.port && (strcmp(a.hostname, "docker.io") == 0 ||
+				strcmp(a.hostname, "index.docker.io") == 0)) {
+			/* Docker's names for Hub; its API lives at registry-1.docker.io. */
+			free(a.host);
+			free(a.hostname);
+			a.host = strdup("registry-1.docker.io");
+			a.hostname = strdup("registry-1.docker.io");
+			hub = true;
+			if (!a.host || !a.hostname) {
+				r = -ENOMEM;
+				goto fail;
+			}
+		}
 	}
 
 	/* Path: components separated by single '/', nothing after (no tag). */
@@ -186,8 +208,17 @@ void addr_done(struct addr *a)
 
 bool addr_is_loopback(const struct addr *a)
 {
+	struct in_addr v4;
+	struct in6_addr v6;
+
 	if (!a || !a->hostname)
 		return false;
-	return strcmp(a->hostname, "localhost") == 0 || strncmp(a->hostname, "127.", 4) == 0 ||
-	       strcmp(a->hostname, "::1") == 0;
+	if (strcmp(a->hostname, "localhost") == 0)
+		return true;
+	/* Only real addresses: "127.example.com" is a remote host. */
+	if (inet_pton(AF_INET, a->hostname, &v4) == 1)
+		return (ntohl(v4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, a->hostname, &v6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&v6);
+	return false;
 }

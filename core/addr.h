@@ -14,10 +14,10 @@
 
 struct addr {
 	bool local;
-	char *host;     /* as written, with port: "registry.example.com:5000" (API host for Hub) */
+	char *host;	/* as written, with port: "registry.example.com:5000" (API host for Hub) */
 	char *hostname; /* without port; IPv6 without brackets */
-	int port;       /* 0 when not given */
-	char *repo;     /* "web/catalog/myproject/stages" */
+	int port;	/* 0 when not given */
+	char *repo;	/* "web/catalog/myproject/stages" */
 };
 
 int addr_parse(const char *text, struct addr *ret, struct sf_err *err);

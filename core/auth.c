@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -163,6 +164,36 @@ static bool host_matches(const char *key, const char *host)
 	return m;
 }
 
+/* Write to a pipe whose reader may be gone, without dying of SIGPIPE: the signal is blocked
+ * for this thread and a pending one consumed. Errors are left to the helper's exit status. */
+static void write_all_nosigpipe(int fd, const char *p, size_t n)
+{
+	sigset_t pipe_set, old;
+	bool had_pending;
+	sigset_t pending;
+
+	sigemptyset(&pipe_set);
+	sigaddset(&pipe_set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+	sigpending(&pending);
+	had_pending = sigismember(&pending, SIGPIPE);
+	while (n) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			if (errno == EPIPE && !had_pending) {
+				struct timespec zero = {0, 0};
+				sigtimedwait(&pipe_set, NULL, &zero);
+			}
+			break;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
 /* Run docker-credential-NAME get; fill cred from its JSON answer. */
 static int run_helper(const char *name, const char *server, struct auth_cred *ret,
 		      struct sf_err *err)
@@ -196,9 +227,7 @@ static int run_helper(const char *name, const char *server, struct auth_cred *re
 		r = err_set(err, -ENOENT, "credential helper %s: %s", prog, strerror(r));
 		goto out;
 	}
-	if (write(in[1], server, strlen(server)) < 0) {
-		/* The helper may have exited already; its status tells. */
-	}
+	write_all_nosigpipe(in[1], server, strlen(server));
 	close(in[1]);
 	in[1] = -1;
 	for (;;) {
@@ -265,6 +294,11 @@ out:
 static int cred_from_auths_entry(json_t *entry, struct auth_cred *ret, struct sf_err *err)
 {
 	const char *auth = json_string_value(json_object_get(entry, "auth"));
+
+	json_t *aj = json_object_get(entry, "auth");
+
+	if (!json_is_object(entry) || (aj && !json_is_string(aj) && !json_is_null(aj)))
+		return err_set(err, -EINVAL, "docker config: an \"auths\" entry is malformed");
 	const char *user = json_string_value(json_object_get(entry, "username"));
 	const char *pass = json_string_value(json_object_get(entry, "password"));
 	const char *idtok = json_string_value(json_object_get(entry, "identitytoken"));
@@ -283,7 +317,8 @@ static int cred_from_auths_entry(json_t *entry, struct auth_cred *ret, struct sf
 		colon = memchr(dec, ':', n);
 		if (!colon || memchr(dec, '\0', n)) {
 			free(dec);
-			return err_set(err, -EINVAL, "docker config: \"auth\" is not user:password");
+			return err_set(err, -EINVAL,
+				       "docker config: \"auth\" is not user:password");
 		}
 		ret->username = strndup((char *)dec, (size_t)(colon - (char *)dec));
 		ret->password = strdup(colon + 1);
@@ -324,7 +359,17 @@ int auth_lookup(const char *dir, const char *host, struct auth_cred *ret, struct
 		goto out;
 	}
 	helpers = json_object_get(root, "credHelpers");
-	json_object_foreach(helpers, key, v) {
+	store = NULL;
+	auths = json_object_get(root, "auths");
+	if ((helpers && !json_is_object(helpers)) || (auths && !json_is_object(auths)) ||
+	    (json_object_get(root, "credsStore") &&
+	     !json_is_string(json_object_get(root, "credsStore")))) {
+		r = err_set(err, -EINVAL, "%s: auths, credHelpers or credsStore of the wrong type",
+			    path);
+		goto out;
+	}
+	json_object_foreach(helpers, key, v)
+	{
 		if (host_matches(key, host) && json_is_string(v)) {
 			r = run_helper(json_string_value(v), server, ret, err);
 			goto out;
@@ -338,7 +383,8 @@ int auth_lookup(const char *dir, const char *host, struct auth_cred *ret, struct
 		r = -ENOENT;
 	}
 	auths = json_object_get(root, "auths");
-	json_object_foreach(auths, key, v) {
+	json_object_foreach(auths, key, v)
+	{
 		if (host_matches(key, host)) {
 			r = cred_from_auths_entry(v, ret, err);
 			if (r != -ENOENT)
@@ -440,8 +486,8 @@ int auth_parse_challenge(const char *value, struct auth_challenge *ret)
 		if (*p && *p != ',')
 			goto bad;
 	}
-	if (c.scheme == AUTH_BEARER &&
-	    (!c.realm || (strncmp(c.realm, "https://", 8) != 0 && strncmp(c.realm, "http://", 7) != 0)))
+	if (c.scheme == AUTH_BEARER && (!c.realm || (strncmp(c.realm, "https://", 8) != 0 &&
+						     strncmp(c.realm, "http://", 7) != 0)))
 		goto bad;
 	*ret = c;
 	return 0;
@@ -483,8 +529,10 @@ int auth_fetch_token(struct http_client *http, const struct auth_challenge *ch, 
 	r = buf_append(&url, ch->realm, strlen(ch->realm));
 	if (cred && cred->identity_token) {
 		/* OAuth2 refresh-token grant, as Docker does with identity tokens. */
-		r = r ?: buf_append(&form, "grant_type=refresh_token&client_id=stagefs&refresh_token=",
-				    56);
+		r = r
+			?: buf_append(
+			       &form,
+			       "grant_type=refresh_token&client_id=stagefs&refresh_token=", 56);
 		r = r ?: append_escaped(&form, cred->identity_token);
 		if (ch->service) {
 			r = r ?: buf_append(&form, "&service=", 9);
@@ -498,7 +546,7 @@ int auth_fetch_token(struct http_client *http, const struct auth_challenge *ch, 
 		req.body = form.data;
 		req.body_len = form.len;
 		static const char *const form_hdr[] = {
-			"Content-Type: application/x-www-form-urlencoded", NULL};
+		    "Content-Type: application/x-www-form-urlencoded", NULL};
 		req.headers = form_hdr;
 	} else {
 		char sep = strchr(ch->realm, '?') ? '&' : '?';
@@ -535,7 +583,8 @@ int auth_fetch_token(struct http_client *http, const struct auth_challenge *ch, 
 		if (r == 0)
 			r = -EIO;
 		r = err_set(err, r, "token server %s answered %ld%s", ch->realm, resp.status,
-			    resp.status == 401 || resp.status == 403 ? " (wrong credentials?)" : "");
+			    resp.status == 401 || resp.status == 403 ? " (wrong credentials?)"
+								     : "");
 		goto out;
 	}
 	root = json_loadb(resp.body.data ? resp.body.data : "", resp.body.len, 0, NULL);

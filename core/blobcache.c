@@ -22,13 +22,13 @@ struct entry {
 	char hex[65];
 	uint64_t size;
 	enum state state;
-	int fd;         /* open while refs > 0 (or fetching); -1 otherwise */
-	uint64_t have;  /* bytes on disk so far */
+	int fd;	       /* open while refs > 0 (or fetching); -1 otherwise */
+	uint64_t have; /* bytes on disk so far */
 	int error;
 	char errmsg[sizeof(((struct sf_err *)0)->msg)];
-	int refs;       /* readers + the fetch thread */
-	bool hashed;    /* still in the table (failed entries leave it) */
-	bool external;  /* the backend's own file: not ours to count or evict */
+	int refs;      /* readers + the fetch thread */
+	bool hashed;   /* still in the table (failed entries leave it) */
+	bool external; /* the backend's own file: not ours to count or evict */
 	struct entry *hnext;
 	struct entry *prev, *next; /* LRU of READY entries, most recent at head */
 	pthread_cond_t cond;
@@ -233,7 +233,8 @@ static void *fetch_main(void *arg)
 	if (r != -ENOTSUP) {
 		int fd = r == 0 ? open(final, O_RDONLY | O_CLOEXEC) : -1;
 		struct stat sb;
-		if (r == 0 && (fd < 0 || fstat(fd, &sb) < 0 || (uint64_t)sb.st_size != f->blob.size))
+		if (r == 0 &&
+		    (fd < 0 || fstat(fd, &sb) < 0 || (uint64_t)sb.st_size != f->blob.size))
 			r = err_set(&err, fd < 0 ? -errno : -EBADMSG, "%s: not the expected blob",
 				    final);
 		unlink(f->tmp);
@@ -358,9 +359,8 @@ static int start_fetch(struct blobcache *bc, struct entry *e, struct storage *st
 	return 0;
 }
 
-int blobcache_open(struct blobcache *bc, struct storage *st, const char *project,
-		   const char *stage, const struct layout_blob *blob, struct blob_reader **ret,
-		   struct sf_err *err)
+int blobcache_open(struct blobcache *bc, struct storage *st, const char *project, const char *stage,
+		   const struct layout_blob *blob, struct blob_reader **ret, struct sf_err *err)
 {
 	const char *hex = blob->digest + 7;
 	struct blob_reader *rd;

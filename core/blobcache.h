@@ -24,9 +24,8 @@ int blobcache_new(const char *dir, uint64_t max_bytes, struct blobcache **ret, s
 void blobcache_free(struct blobcache *bc);
 
 /* Open blob (of stage, in st) for reading. Never blocks on the network. */
-int blobcache_open(struct blobcache *bc, struct storage *st, const char *project,
-		   const char *stage, const struct layout_blob *blob, struct blob_reader **ret,
-		   struct sf_err *err);
+int blobcache_open(struct blobcache *bc, struct storage *st, const char *project, const char *stage,
+		   const struct layout_blob *blob, struct blob_reader **ret, struct sf_err *err);
 /* Read up to len bytes at off; waits for the fetch to get there. Bytes read, or -errno. */
 ssize_t blobcache_pread(struct blob_reader *rd, void *buf, size_t len, uint64_t off,
 			struct sf_err *err);

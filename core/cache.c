@@ -70,7 +70,8 @@ static void prune(struct cache_storage *c)
 			snprintf(key.project, sizeof(key.project), "%.*s", (int)(slash - d->key),
 				 d->key);
 			snprintf(key.name, sizeof(key.name), "%s", slash + 1);
-			if (bsearch(&key, c->list.v, c->list.n, sizeof(key), stage_info_cmp)) {
+			if (c->list.n &&
+			    bsearch(&key, c->list.v, c->list.n, sizeof(key), stage_info_cmp)) {
 				pp = &d->next;
 				continue;
 			}
@@ -183,12 +184,13 @@ static int cs_find(struct storage *st, const char *project, const char *stage,
 	int r;
 
 	if (snprintf(key.project, sizeof(key.project), "%s", project ? project : "") >=
-		    (int)sizeof(key.project) ||
+		(int)sizeof(key.project) ||
 	    snprintf(key.name, sizeof(key.name), "%s", stage) >= (int)sizeof(key.name))
 		return -ENOENT;
 	pthread_mutex_lock(&c->lock);
 	if (c->have_list && now_ms() - c->list_at_ms < c->ttl_ms) {
-		hit = bsearch(&key, c->list.v, c->list.n, sizeof(key), stage_info_cmp);
+		hit = c->list.n ? bsearch(&key, c->list.v, c->list.n, sizeof(key), stage_info_cmp)
+				: NULL;
 		if (hit)
 			*ret = *hit;
 		pthread_mutex_unlock(&c->lock);
@@ -199,7 +201,7 @@ static int cs_find(struct storage *st, const char *project, const char *stage,
 	r = cs_list(st, &l, err);
 	if (r < 0)
 		return r;
-	hit = bsearch(&key, l.v, l.n, sizeof(key), stage_info_cmp);
+	hit = l.n ? bsearch(&key, l.v, l.n, sizeof(key), stage_info_cmp) : NULL;
 	if (hit)
 		*ret = *hit;
 	stage_list_done(&l);
@@ -233,12 +235,12 @@ static void cs_free(struct storage *st)
 }
 
 static const struct storage_ops cache_ops = {
-	.list = cs_list,
-	.describe = cs_describe,
-	.read_blob = cs_read_blob,
-	.free = cs_free,
-	.find = cs_find,
-	.local_file = cs_local_file,
+    .list = cs_list,
+    .describe = cs_describe,
+    .read_blob = cs_read_blob,
+    .free = cs_free,
+    .find = cs_find,
+    .local_file = cs_local_file,
 };
 
 int cache_storage_new(struct storage *inner, uint64_t ttl_ms, struct storage **ret)

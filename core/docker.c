@@ -13,9 +13,9 @@
 
 struct docker {
 	struct http_client *http;
-	char *host_url;    /* as given, for messages */
+	char *host_url;	   /* as given, for messages */
 	char *socket_path; /* unix socket, or NULL */
-	char *base;        /* "http://localhost" or "http://host:port" */
+	char *base;	   /* "http://localhost" or "http://host:port" */
 	char version[16];
 };
 
@@ -72,7 +72,8 @@ static int get(struct docker *d, const char *path, size_t cap, http_sink_fn sink
 /* The daemon's {"message": ...} of an error answer, as -errno with a sentence. */
 static int answer_error(const char *what, const struct http_response *resp, struct sf_err *err)
 {
-	json_t *root = resp->body.data ? json_loadb(resp->body.data, resp->body.len, 0, NULL) : NULL;
+	json_t *root =
+	    resp->body.data ? json_loadb(resp->body.data, resp->body.len, 0, NULL) : NULL;
 	const char *msg = json_string_value(json_object_get(root, "message"));
 	int code = err_from_http(resp->status);
 
@@ -207,8 +208,8 @@ int docker_list_images(struct docker *d, const char *filters, json_t **ret, stru
 	char *q = filters ? escape(filters) : NULL, *path = NULL;
 	int r;
 
-	if ((filters && !q) || asprintf(&path, "/images/json%s%s", q ? "?filters=" : "",
-					q ? q : "") < 0) {
+	if ((filters && !q) ||
+	    asprintf(&path, "/images/json%s%s", q ? "?filters=" : "", q ? q : "") < 0) {
 		free(q);
 		return -ENOMEM;
 	}

@@ -96,11 +96,13 @@ static int ds_list(struct storage *st, struct stage_list *ret, struct sf_err *er
 	free(filters);
 	if (r < 0)
 		return r;
-	json_array_foreach(arr, i, img) {
+	json_array_foreach(arr, i, img)
+	{
 		json_t *labels = json_object_get(img, "Labels"), *tag;
 		const char *owner = json_string_value(json_object_get(labels, "werf"));
 		size_t j;
-		json_array_foreach(json_object_get(img, "RepoTags"), j, tag) {
+		json_array_foreach(json_object_get(img, "RepoTags"), j, tag)
+		{
 			const char *t = json_string_value(tag), *colon;
 			char project[NAME_PROJECT_MAX + 1];
 			size_t plen;
@@ -114,7 +116,8 @@ static int ds_list(struct storage *st, struct stage_list *ret, struct sf_err *er
 			project[plen] = '\0';
 			/* werf sees a stage only with its project's label on it. */
 			if (!name_project_valid(project) || !owner || strcmp(owner, project) != 0 ||
-			    !name_is_stage(colon + 1) || (ds->project && strcmp(project, ds->project)))
+			    !name_is_stage(colon + 1) ||
+			    (ds->project && strcmp(project, ds->project)))
 				continue;
 			if (l.n == cap) {
 				struct stage_info *v;
@@ -150,7 +153,8 @@ struct exported_file {
 	uint64_t size;
 };
 
-struct export {
+struct export
+{
 	struct docker_storage *ds;
 	struct tar_reader *tar;
 	struct sf_err *err;
@@ -177,8 +181,7 @@ static bool wanted_blob(const char *name)
 		return true;
 	if (n > 10 && strcmp(name + n - 10, "/layer.tar") == 0)
 		return true;
-	return n == 69 && strcmp(name + 64, ".json") == 0 &&
-	       strspn(name, "0123456789abcdef") == 64;
+	return n == 69 && strcmp(name + 64, ".json") == 0 && strspn(name, "0123456789abcdef") == 64;
 }
 
 static int ex_begin(void *ud, const char *name, uint64_t size)
@@ -357,7 +360,8 @@ static int load_meta(struct docker_storage *ds, struct image *im)
 		json_decref(root);
 		return -ENOMEM;
 	}
-	json_array_foreach(root, i, e) {
+	json_array_foreach(root, i, e)
+	{
 		const char *dg = json_string_value(json_object_get(e, "digest"));
 		json_int_t size = json_integer_value(json_object_get(e, "size"));
 		if (!name_digest_valid(dg) || size < 0) {
@@ -402,7 +406,8 @@ static int export_image(struct docker_storage *ds, const char *ref, struct image
 		goto out;
 	}
 	root = json_loadb(ex.manifest.data ? ex.manifest.data : "", ex.manifest.len, 0, NULL);
-	json_array_foreach(root, i, entry) {
+	json_array_foreach(root, i, entry)
+	{
 		cfg_name = json_string_value(json_object_get(entry, "Config"));
 		cfg = cfg_name ? ex_find(&ex, cfg_name) : NULL;
 		if (cfg && strcmp(cfg->digest, im->id) == 0)
@@ -410,9 +415,10 @@ static int export_image(struct docker_storage *ds, const char *ref, struct image
 		cfg = NULL;
 	}
 	if (!cfg) {
-		r = err_set(err, -EAGAIN,
-			    "exporting %s: the export does not hold image %.19s (retagged meanwhile?)",
-			    ref, im->id);
+		r = err_set(
+		    err, -EAGAIN,
+		    "exporting %s: the export does not hold image %.19s (retagged meanwhile?)", ref,
+		    im->id);
 		goto out;
 	}
 	layers = json_object_get(entry, "Layers");
@@ -736,11 +742,11 @@ static void ds_free(struct storage *st)
 }
 
 static const struct storage_ops docker_storage_ops = {
-	.list = ds_list,
-	.describe = ds_describe,
-	.read_blob = ds_read_blob,
-	.free = ds_free,
-	.local_file = ds_local_file,
+    .list = ds_list,
+    .describe = ds_describe,
+    .read_blob = ds_read_blob,
+    .free = ds_free,
+    .local_file = ds_local_file,
 };
 
 static int make_dirs(const char *dir, struct sf_err *err)

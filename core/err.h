@@ -12,18 +12,19 @@
 #include <stdarg.h>
 
 struct sf_err {
-	int code;       /* the -errno returned alongside, 0 when unset */
+	int code; /* the -errno returned alongside, 0 when unset */
 	char msg[512];
 };
 
 /* Fill err (if non-NULL) and return code (a negative errno). Later calls overwrite. */
 int err_set(struct sf_err *err, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Prefix the message already in err with context ("GET /v2/...: " + old message). */
 void err_prefix(struct sf_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* -errno for a libcurl result: timeouts -> -ETIMEDOUT, everything else -> -EIO. */
+/* -errno for a libcurl result: timeouts -> -ETIMEDOUT, out of memory -> -ENOMEM, a transfer
+ * stopped by our own callback -> -ECANCELED, everything else (network trouble) -> -EIO. */
 int err_from_curl(CURLcode rc);
 
 /* -errno for an HTTP status >= 400: 404 -> ENOENT, 401/403 -> EACCES, 429/503 -> EAGAIN,

@@ -130,14 +130,14 @@ long http_parse_retry_after(const char *v)
 		v++;
 	if (!isdigit((unsigned char)*v))
 		return -1;
-	for (; isdigit((unsigned char)*v); v++) {
-		if (n > 100000)
-			return 100000;
-		n = n * 10 + (*v - '0');
-	}
+	for (; isdigit((unsigned char)*v); v++)
+		if (n <= 100000)
+			n = n * 10 + (*v - '0');
 	while (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n')
 		v++;
-	return *v ? -1 : n;
+	if (*v)
+		return -1;
+	return n > 100000 ? 100000 : n;
 }
 
 struct transfer {
@@ -172,13 +172,13 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
 		const char *name;
 		size_t off;
 	} wanted[] = {
-		{"content-type", offsetof(struct http_response, content_type)},
-		{"www-authenticate", offsetof(struct http_response, www_authenticate)},
-		{"link", offsetof(struct http_response, link)},
-		{"location", offsetof(struct http_response, location)},
-		{"docker-content-digest", offsetof(struct http_response, docker_content_digest)},
-		{"content-range", offsetof(struct http_response, content_range)},
-		{"docker-upload-uuid", offsetof(struct http_response, docker_upload_uuid)},
+	    {"content-type", offsetof(struct http_response, content_type)},
+	    {"www-authenticate", offsetof(struct http_response, www_authenticate)},
+	    {"link", offsetof(struct http_response, link)},
+	    {"location", offsetof(struct http_response, location)},
+	    {"docker-content-digest", offsetof(struct http_response, docker_content_digest)},
+	    {"content-range", offsetof(struct http_response, content_range)},
+	    {"docker-upload-uuid", offsetof(struct http_response, docker_upload_uuid)},
 	};
 	const char *colon;
 
@@ -262,7 +262,8 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
 		return total;
 	}
 	if (status < 200 || status >= 300) {
-		/* Error bodies only explain: keep the first 64 KiB, drop the rest, keep the status. */
+		/* Error bodies only explain: keep the first 64 KiB, drop the rest, keep the status.
+		 */
 		size_t room = ERROR_BODY_CAP - t->resp->body.len;
 		t->resp->body.cap = ERROR_BODY_CAP;
 		if (buf_append(&t->resp->body, data, n < room ? n : room) < 0)
@@ -333,9 +334,9 @@ static bool retryable_status(long s)
 }
 
 /* One attempt at one URL: no retries, no redirects. */
-static CURLcode perform_once(struct http_client *c, const struct http_request *req,
-			     const char *url, const char *method, bool send_auth,
-			     struct http_response *resp, struct transfer *t)
+static CURLcode perform_once(struct http_client *c, const struct http_request *req, const char *url,
+			     const char *method, bool send_auth, struct http_response *resp,
+			     struct transfer *t)
 {
 	struct curl_slist *hdrs = NULL;
 	char *line = NULL;
@@ -472,7 +473,8 @@ int http_do(struct http_client *c, const struct http_request *req, struct http_r
 		    (ret->status == 301 || ret->status == 302 || ret->status == 303 ||
 		     ret->status == 307 || ret->status == 308)) {
 			if (++redirects > MAX_REDIRECTS) {
-				r = err_set(err, -ELOOP, "%s %s: too many redirects", method, req->url);
+				r = err_set(err, -ELOOP, "%s %s: too many redirects", method,
+					    req->url);
 				goto out;
 			}
 			next = http_resolve_url(url, ret->location);

@@ -23,12 +23,12 @@
 #include "err.h"
 
 struct http_client_opts {
-	bool insecure;           /* skip TLS verification */
+	bool insecure;		 /* skip TLS verification */
 	const char *unix_socket; /* connect to this socket instead of TCP (Docker Engine API) */
-	long connect_timeout_s;  /* default 10 */
-	long stall_timeout_s;    /* abort when under 1 byte/s for this long; default 60 */
-	int max_tries;           /* attempts per request, default 4 */
-	long backoff_ms;         /* first backoff, doubled each time; default 200 */
+	long connect_timeout_s;	 /* default 10 */
+	long stall_timeout_s;	 /* abort when under 1 byte/s for this long; default 60 */
+	int max_tries;		 /* attempts per request, default 4 */
+	long backoff_ms;	 /* first backoff, doubled each time; default 200 */
 };
 
 struct http_client;
@@ -40,27 +40,27 @@ void http_client_free(struct http_client *c);
 typedef int (*http_sink_fn)(void *userdata, const void *data, size_t len);
 
 struct http_request {
-	const char *method;          /* NULL = GET; "HEAD", "PUT", "POST", "PATCH", "DELETE" */
+	const char *method; /* NULL = GET; "HEAD", "PUT", "POST", "PATCH", "DELETE" */
 	const char *url;
-	const char *authorization;   /* value of the Authorization header, or NULL */
-	const char *const *headers;  /* more "Name: value" lines, NULL-terminated, or NULL */
-	const void *body;            /* request body in memory ... */
+	const char *authorization;  /* value of the Authorization header, or NULL */
+	const char *const *headers; /* more "Name: value" lines, NULL-terminated, or NULL */
+	const void *body;	    /* request body in memory ... */
 	size_t body_len;
-	int upload_fd;               /* ... or from this fd (pread, so retries work); -1/0 = none */
+	int upload_fd; /* ... or from this fd (pread, so retries work); -1/0 = none */
 	uint64_t upload_off;
 	uint64_t upload_len;
 	bool has_upload_fd;
-	size_t max_body;             /* cap for a collected 2xx body; 0 = 4 MiB */
-	http_sink_fn sink;           /* stream a 2xx body here instead of collecting it */
+	size_t max_body;   /* cap for a collected 2xx body; 0 = 4 MiB */
+	http_sink_fn sink; /* stream a 2xx body here instead of collecting it */
 	void *sink_userdata;
-	bool has_range;              /* send "Range: bytes=range_start-" */
+	bool has_range; /* send "Range: bytes=range_start-" */
 	uint64_t range_start;
-	bool no_redirect;            /* return 3xx answers as they are */
+	bool no_redirect; /* return 3xx answers as they are */
 };
 
 struct http_response {
 	long status;
-	struct buf body;               /* 2xx body when no sink; error body (capped) otherwise */
+	struct buf body; /* 2xx body when no sink; error body (capped) otherwise */
 	char *content_type;
 	char *www_authenticate;
 	char *link;
@@ -68,9 +68,9 @@ struct http_response {
 	char *docker_content_digest;
 	char *content_range;
 	char *docker_upload_uuid;
-	int64_t content_length;        /* -1 when absent */
-	long retry_after;              /* seconds, -1 when absent */
-	bool streamed;                 /* body bytes were passed to the sink */
+	int64_t content_length; /* -1 when absent */
+	long retry_after;	/* seconds, -1 when absent */
+	bool streamed;		/* body bytes were passed to the sink */
 };
 
 int http_do(struct http_client *c, const struct http_request *req, struct http_response *ret,

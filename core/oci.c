@@ -38,12 +38,15 @@ void oci_manifest_done(struct oci_manifest *m)
 /* Borrowed json -> owned desc. */
 static int desc_parse(json_t *j, const char *what, struct oci_desc *ret, struct sf_err *err)
 {
-	const char *mt = json_string_value(json_object_get(j, "mediaType"));
+	json_t *mtj = json_object_get(j, "mediaType");
+	const char *mt = json_string_value(mtj);
 	const char *dg = json_string_value(json_object_get(j, "digest"));
 	json_t *size = json_object_get(j, "size");
 
 	if (!json_is_object(j))
 		return err_set(err, -EINVAL, "%s is not an object", what);
+	if (mtj && !mt)
+		return err_set(err, -EINVAL, "%s: mediaType is not a string", what);
 	if (!name_digest_valid(dg))
 		return err_set(err, -EINVAL, "%s has no valid sha256 digest", what);
 	if (!json_is_integer(size) || json_integer_value(size) < 0)
@@ -77,6 +80,11 @@ int oci_manifest_parse(const void *data, size_t len, const char *media_type,
 		r = err_set(err, -EINVAL, "manifest schemaVersion is not 2");
 		goto out;
 	}
+	if (json_object_get(root, "mediaType") &&
+	    !json_is_string(json_object_get(root, "mediaType"))) {
+		r = err_set(err, -EINVAL, "manifest mediaType is not a string");
+		goto out;
+	}
 	mt = json_string_value(json_object_get(root, "mediaType"));
 	if (!mt || !*mt)
 		mt = media_type;
@@ -106,7 +114,8 @@ int oci_manifest_parse(const void *data, size_t len, const char *media_type,
 		goto out;
 	}
 	if (json_array_size(arr) > OCI_MAX_DESCRIPTORS) {
-		r = err_set(err, -E2BIG, "manifest lists more than %d entries", OCI_MAX_DESCRIPTORS);
+		r = err_set(err, -E2BIG, "manifest lists more than %d entries",
+			    OCI_MAX_DESCRIPTORS);
 		goto out;
 	}
 	m.descs = calloc(json_array_size(arr) + 1, sizeof(*m.descs));
@@ -133,14 +142,17 @@ out:
 int oci_index_json(const struct oci_desc *manifest, const char *ref_name, char **ret,
 		   size_t *ret_len)
 {
-	json_t *root = json_pack("{s:i,s:[{s:s,s:s,s:I,s:{s:s}}]}", "schemaVersion", 2,
-				 "manifests", "mediaType", manifest->media_type, "digest",
-				 manifest->digest, "size", (json_int_t)manifest->size,
-				 "annotations", OCI_REF_NAME, ref_name);
+	json_t *root;
 	char *s;
 
+	if (!manifest->media_type || !ref_name)
+		return -EINVAL;
+	/* json_pack fails only for bad UTF-8 (or no memory): the caller's strings are bad. */
+	root = json_pack("{s:i,s:[{s:s,s:s,s:I,s:{s:s}}]}", "schemaVersion", 2, "manifests",
+			 "mediaType", manifest->media_type, "digest", manifest->digest, "size",
+			 (json_int_t)manifest->size, "annotations", OCI_REF_NAME, ref_name);
 	if (!root)
-		return -ENOMEM;
+		return -EINVAL;
 	/* JSON_PRESERVE_ORDER + JSON_COMPACT: stable bytes. */
 	s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(root);
@@ -187,6 +199,8 @@ out:
 
 static json_t *desc_json(const struct oci_desc *d)
 {
+	if (!d->media_type)
+		return NULL;
 	return json_pack("{s:s,s:s,s:I}", "mediaType", d->media_type, "digest", d->digest, "size",
 			 (json_int_t)d->size);
 }
@@ -197,15 +211,22 @@ int oci_manifest_json(const char *media_type, const struct oci_desc *config,
 	json_t *root, *arr = json_array();
 	char *s;
 
-	for (size_t i = 0; arr && i < nlayers; i++)
+	if (!arr)
+		return -ENOMEM;
+	if (!media_type) {
+		json_decref(arr);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < nlayers; i++)
 		if (json_array_append_new(arr, desc_json(&layers[i])) < 0) {
 			json_decref(arr);
-			return -ENOMEM;
+			return -EINVAL;
 		}
-	root = json_pack("{s:i,s:s,s:o,s:o}", "schemaVersion", 2, "mediaType", media_type,
-			 "config", desc_json(config), "layers", arr);
+	/* "o" steals arr and the config object even when packing fails. */
+	root = json_pack("{s:i,s:s,s:o,s:o}", "schemaVersion", 2, "mediaType", media_type, "config",
+			 desc_json(config), "layers", arr);
 	if (!root)
-		return -ENOMEM;
+		return -EINVAL;
 	s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(root);
 	if (!s)

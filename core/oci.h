@@ -38,15 +38,16 @@ struct oci_desc {
 };
 
 struct oci_manifest {
-	char *media_type;      /* resolved: from the document, else the transport's */
+	char *media_type; /* resolved: from the document, else the transport's */
 	bool is_index;
-	struct oci_desc config;    /* image manifests */
-	size_t n;                  /* layers, or child manifests of an index */
+	struct oci_desc config; /* image manifests */
+	size_t n;		/* layers, or child manifests of an index */
 	struct oci_desc *descs;
 };
 
 /* Parse a manifest or index. media_type is the Content-Type the bytes came with (may be NULL);
- * a mediaType field inside wins. -EINVAL (with reason) for anything malformed. */
+ * a mediaType field inside wins. -EINVAL (with reason) for anything malformed, -E2BIG for more
+ * than OCI_MAX_DESCRIPTORS entries. */
 int oci_manifest_parse(const void *data, size_t len, const char *media_type,
 		       struct oci_manifest *ret, struct sf_err *err);
 void oci_manifest_done(struct oci_manifest *m);

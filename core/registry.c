@@ -15,8 +15,7 @@
 #define TAG_PAGE_CAP (4 * 1024 * 1024)
 
 static const char *const manifest_accept[] = {
-	"Accept: " MT_DOCKER_MANIFEST ", " MT_OCI_MANIFEST ", " MT_OCI_INDEX ", " MT_DOCKER_LIST,
-	NULL};
+    "Accept: " MT_DOCKER_MANIFEST ", " MT_OCI_MANIFEST ", " MT_OCI_INDEX ", " MT_DOCKER_LIST, NULL};
 
 enum action { ACT_PULL, ACT_PUSH, ACT_DELETE, ACT_N };
 static const char *const action_scope[ACT_N] = {"pull", "pull,push", "delete"};
@@ -28,7 +27,7 @@ struct token {
 
 struct registry {
 	struct http_client *http;
-	char *base;     /* scheme://host[:port] */
+	char *base; /* scheme://host[:port] */
 	char *repo;
 	char *host;
 	bool insecure;
@@ -107,8 +106,8 @@ static void store_auth(struct registry *r, enum action act, const char *header, 
 }
 
 /* Answer a 401: compute an Authorization for act from the challenge. */
-static int authorize(struct registry *r, const char *challenge, enum action act,
-		     char **ret_header, struct sf_err *err)
+static int authorize(struct registry *r, const char *challenge, enum action act, char **ret_header,
+		     struct sf_err *err)
 {
 	struct auth_challenge ch = {0};
 	char *scope = NULL, *hdr = NULL;
@@ -319,6 +318,43 @@ void registry_free(struct registry *r)
 	free(r);
 }
 
+/* True when the parameter list [p, end) has rel="next" (or rel=next) as a parameter. */
+static bool has_rel_next(const char *p, const char *end)
+{
+	while (p < end) {
+		const char *semi = memchr(p, ';', (size_t)(end - p)), *q;
+		const char *pend = semi ? semi : end;
+		for (q = p; q < pend && (*q == ' ' || *q == '\t' || *q == ';'); q++)
+			;
+		if (pend - q >= 4 && strncasecmp(q, "rel", 3) == 0) {
+			const char *v = q + 3;
+			while (v < pend && *v == ' ')
+				v++;
+			if (v < pend && *v == '=') {
+				v++;
+				while (v < pend && *v == ' ')
+					v++;
+				bool quoted = v < pend && *v == '"';
+				if (quoted)
+					v++;
+				if (pend - v >= 4 && strncasecmp(v, "next", 4) == 0) {
+					const char *after = v + 4;
+					if (quoted && after < pend && *after == '"')
+						after++;
+					else if (quoted)
+						after = NULL;
+					while (after && after < pend && *after == ' ')
+						after++;
+					if (after && after == pend)
+						return true;
+				}
+			}
+		}
+		p = semi ? semi + 1 : end;
+	}
+	return false;
+}
+
 char *registry_parse_link_next(const char *link)
 {
 	const char *p = link;
@@ -334,16 +370,8 @@ char *registry_parse_link_next(const char *link)
 		end = strchr(gt, ',');
 		if (!end)
 			end = gt + strlen(gt);
-		for (const char *q = gt + 1; q < end; q++) {
-			if (strncasecmp(q, "rel=", 4) == 0) {
-				const char *v = q + 4;
-				if (*v == '"')
-					v++;
-				if (strncasecmp(v, "next", 4) == 0 &&
-				    (v[4] == '"' || v[4] == ';' || v[4] == ' ' || v + 4 == end))
-					return strndup(lt + 1, (size_t)(gt - lt - 1));
-			}
-		}
+		if (has_rel_next(gt + 1, end))
+			return strndup(lt + 1, (size_t)(gt - lt - 1));
 		p = *end ? end + 1 : end;
 	}
 	return NULL;
@@ -433,7 +461,8 @@ int registry_list_tags(struct registry *r, struct strv *ret, struct sf_err *err)
 				 * on, or a page pointing at itself, would loop forever. */
 				else if (tags.n == before || strcmp(next, url) == 0)
 					rc = err_set(err, -ELOOP,
-						     "tag list of %s: the registry's pages loop", r->repo);
+						     "tag list of %s: the registry's pages loop",
+						     r->repo);
 			}
 		}
 		http_response_done(&resp);

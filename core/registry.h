@@ -27,7 +27,7 @@ struct registry_opts {
 	bool insecure;
 	const char *docker_config_dir; /* where config.json is; NULL = no credentials */
 	struct http_client_opts http;
-	int page_size;                 /* tags per page asked for; default 1000 */
+	int page_size; /* tags per page asked for; default 1000 */
 };
 
 struct registry;
@@ -52,8 +52,8 @@ int registry_list_tags(struct registry *r, struct strv *ret, struct sf_err *err)
 struct registry_manifest {
 	char *data;
 	size_t len;
-	char *media_type;          /* Content-Type as served */
-	char digest[DIGEST_LEN];   /* sha256 of data, checked against Docker-Content-Digest */
+	char *media_type;	 /* Content-Type as served */
+	char digest[DIGEST_LEN]; /* sha256 of data, checked against Docker-Content-Digest */
 };
 void registry_manifest_done(struct registry_manifest *m);
 

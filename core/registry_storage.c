@@ -136,10 +136,10 @@ static void rs_free(struct storage *st)
 }
 
 static const struct storage_ops registry_storage_ops = {
-	.list = rs_list,
-	.describe = rs_describe,
-	.read_blob = rs_read_blob,
-	.free = rs_free,
+    .list = rs_list,
+    .describe = rs_describe,
+    .read_blob = rs_read_blob,
+    .free = rs_free,
 };
 
 int registry_storage_new(struct registry *reg, struct storage **ret)

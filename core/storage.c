@@ -32,8 +32,8 @@ int storage_local_file(struct storage *st, const char *project, const char *stag
 	return st->ops->local_file(st, project, stage, blob, ret_path, path_size, err);
 }
 
-int storage_find(struct storage *st, const char *project, const char *stage,
-		 struct stage_info *ret, struct sf_err *err)
+int storage_find(struct storage *st, const char *project, const char *stage, struct stage_info *ret,
+		 struct sf_err *err)
 {
 	struct stage_list l = {0};
 	struct stage_info key = {0}, *hit;
@@ -42,13 +42,13 @@ int storage_find(struct storage *st, const char *project, const char *stage,
 	if (st->ops->find)
 		return st->ops->find(st, project, stage, ret, err);
 	if (snprintf(key.project, sizeof(key.project), "%s", project ? project : "") >=
-		    (int)sizeof(key.project) ||
+		(int)sizeof(key.project) ||
 	    snprintf(key.name, sizeof(key.name), "%s", stage) >= (int)sizeof(key.name))
 		return -ENOENT;
 	r = storage_list(st, &l, err);
 	if (r < 0)
 		return r;
-	hit = bsearch(&key, l.v, l.n, sizeof(key), stage_info_cmp);
+	hit = l.n ? bsearch(&key, l.v, l.n, sizeof(key), stage_info_cmp) : NULL;
 	if (hit)
 		*ret = *hit;
 	stage_list_done(&l);
@@ -85,7 +85,8 @@ void stage_list_finish(struct stage_list *l)
 		if (name_stage_parse(l->v[i].name, NULL, &l->v[i].unique_ms) == 0)
 			l->v[o++] = l->v[i];
 	l->n = o;
-	qsort(l->v, l->n, sizeof(*l->v), stage_info_cmp);
+	if (l->n)
+		qsort(l->v, l->n, sizeof(*l->v), stage_info_cmp);
 }
 
 struct stage_layout *stage_layout_new(void)
@@ -143,19 +144,21 @@ int stage_layout_add_blob(struct stage_layout *l, const char *digest, uint64_t s
 
 static int blob_cmp(const void *a, const void *b)
 {
-	return strcmp(((const struct layout_blob *)a)->digest, ((const struct layout_blob *)b)->digest);
+	return strcmp(((const struct layout_blob *)a)->digest,
+		      ((const struct layout_blob *)b)->digest);
 }
 
 void stage_layout_seal(struct stage_layout *l)
 {
-	qsort(l->blobs, l->nblobs, sizeof(*l->blobs), blob_cmp);
+	if (l->nblobs)
+		qsort(l->blobs, l->nblobs, sizeof(*l->blobs), blob_cmp);
 }
 
 const struct layout_blob *stage_layout_find(const struct stage_layout *l, const char *digest)
 {
 	struct layout_blob key;
 
-	if (!name_digest_valid(digest))
+	if (!name_digest_valid(digest) || l->nblobs == 0)
 		return NULL;
 	memcpy(key.digest, digest, DIGEST_LEN);
 	return bsearch(&key, l->blobs, l->nblobs, sizeof(*l->blobs), blob_cmp);

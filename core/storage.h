@@ -24,7 +24,7 @@
 struct stage_info {
 	char name[NAME_STAGE_MAX + 1];
 	char project[NAME_PROJECT_MAX + 1]; /* "" when the storage is not by_project */
-	uint64_t unique_ms;                 /* creation time, from the name */
+	uint64_t unique_ms;		    /* creation time, from the name */
 };
 
 struct stage_list {
@@ -83,8 +83,8 @@ void storage_free(struct storage *st);
 int storage_local_file(struct storage *st, const char *project, const char *stage,
 		       const struct layout_blob *blob, char *ret_path, size_t path_size,
 		       struct sf_err *err);
-int storage_find(struct storage *st, const char *project, const char *stage,
-		 struct stage_info *ret, struct sf_err *err);
+int storage_find(struct storage *st, const char *project, const char *stage, struct stage_info *ret,
+		 struct sf_err *err);
 
 /* Order of stage lists: by project, then name (a qsort/bsearch comparator). */
 int stage_info_cmp(const void *a, const void *b);

@@ -20,9 +20,9 @@ struct tar_reader {
 	enum phase phase;
 	unsigned char hdr[BLOCK];
 	size_t hdr_have;
-	uint64_t left;      /* bytes of the current entry body still to come */
+	uint64_t left; /* bytes of the current entry body still to come */
 	size_t pad_left;
-	char type;          /* of the current entry */
+	char type;	    /* of the current entry */
 	struct buf meta;    /* body of a GNU long name or pax header */
 	char *next_name;    /* from 'L' or pax 'path' */
 	uint64_t next_size; /* from pax 'size' */

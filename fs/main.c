@@ -31,21 +31,24 @@ struct options {
 	int version;
 };
 
-#define OPT(t, p) {t, offsetof(struct options, p), 1}
+#define OPT(t, p)                                                                                  \
+	{                                                                                          \
+		t, offsetof(struct options, p), 1                                                  \
+	}
 static const struct fuse_opt option_spec[] = {
-	OPT("project=%s", project),
-	OPT("docker_host=%s", docker_host),
-	OPT("docker_config=%s", docker_config),
-	OPT("werf_home=%s", werf_home),
-	OPT("cache_dir=%s", cache_dir),
-	OPT("insecure", insecure),
-	OPT("ttl=%u", ttl),
-	OPT("cache_size=%u", cache_size_mb),
-	OPT("-h", help),
-	OPT("--help", help),
-	OPT("-V", version),
-	OPT("--version", version),
-	FUSE_OPT_END,
+    OPT("project=%s", project),
+    OPT("docker_host=%s", docker_host),
+    OPT("docker_config=%s", docker_config),
+    OPT("werf_home=%s", werf_home),
+    OPT("cache_dir=%s", cache_dir),
+    OPT("insecure", insecure),
+    OPT("ttl=%u", ttl),
+    OPT("cache_size=%u", cache_size_mb),
+    OPT("-h", help),
+    OPT("--help", help),
+    OPT("-V", version),
+    OPT("--version", version),
+    FUSE_OPT_END,
 };
 
 static void usage(const char *prog)
@@ -178,8 +181,8 @@ int main(int argc, char *argv[])
 		}
 	} else {
 		struct registry_opts ropts = {
-			.insecure = o.insecure,
-			.docker_config_dir = o.docker_config,
+		    .insecure = o.insecure,
+		    .docker_config_dir = o.docker_config,
 		};
 		struct registry *reg = NULL;
 		r = registry_new(&a, &ropts, &reg, &err);

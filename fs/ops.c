@@ -14,15 +14,15 @@ enum kind { N_ROOT, N_PROJECT, N_STAGE, N_LAYOUT, N_INDEX, N_BLOBS, N_SHA256, N_
 struct node {
 	enum kind kind;
 	char project[NAME_PROJECT_MAX + 1];
-	struct stage_info info;      /* N_STAGE and below */
-	uint64_t newest_ms;          /* N_PROJECT: its newest stage */
+	struct stage_info info;	     /* N_STAGE and below */
+	uint64_t newest_ms;	     /* N_PROJECT: its newest stage */
 	struct stage_layout *layout; /* N_INDEX, N_SHA256, N_BLOB */
 	const struct layout_blob *blob;
 };
 
 struct open_file {
 	struct stage_layout *layout; /* keeps the bytes of index.json and inline blobs alive */
-	const char *bytes;           /* in-memory content, or NULL when read from the cache */
+	const char *bytes;	     /* in-memory content, or NULL when read from the cache */
 	uint64_t size;
 	struct blob_reader *reader;
 };
@@ -175,7 +175,8 @@ static int resolve(const char *path, struct node *n, struct sf_err *err)
 
 static struct timespec ms_to_ts(uint64_t ms)
 {
-	return (struct timespec){.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000};
+	return (struct timespec){.tv_sec = (time_t)(ms / 1000),
+				 .tv_nsec = (long)(ms % 1000) * 1000000};
 }
 
 static void fill_stat(const struct node *n, struct stat *st)
@@ -496,25 +497,25 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 }
 
 const struct fuse_operations stagefs_ops = {
-	.init = op_init,
-	.getattr = op_getattr,
-	.readdir = op_readdir,
-	.opendir = op_opendir,
-	.open = op_open,
-	.read = op_read,
-	.release = op_release,
-	.statfs = op_statfs,
-	.mkdir = op_mkdir,
-	.rmdir = op_unlink,
-	.unlink = op_unlink,
-	.rename = op_rename,
-	.create = op_create,
-	.chmod = op_chmod,
-	.chown = op_chown,
-	.truncate = op_truncate,
-	.utimens = op_utimens,
-	.symlink = op_symlink,
-	.setxattr = op_setxattr,
-	.getxattr = op_getxattr,
-	.listxattr = op_listxattr,
+    .init = op_init,
+    .getattr = op_getattr,
+    .readdir = op_readdir,
+    .opendir = op_opendir,
+    .open = op_open,
+    .read = op_read,
+    .release = op_release,
+    .statfs = op_statfs,
+    .mkdir = op_mkdir,
+    .rmdir = op_unlink,
+    .unlink = op_unlink,
+    .rename = op_rename,
+    .create = op_create,
+    .chmod = op_chmod,
+    .chown = op_chown,
+    .truncate = op_truncate,
+    .utimens = op_utimens,
+    .symlink = op_symlink,
+    .setxattr = op_setxattr,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
 };

@@ -11,10 +11,10 @@
 #include "storage.h"
 
 struct stagefs {
-	struct storage *st;     /* the cache wrapper over the backend */
+	struct storage *st; /* the cache wrapper over the backend */
 	struct blobcache *blobs;
-	const char *project;    /* -o project=P on a by-project storage: P's stages at the root */
-	bool by_project;        /* the tree has a PROJECT level */
+	const char *project; /* -o project=P on a by-project storage: P's stages at the root */
+	bool by_project;     /* the tree has a PROJECT level */
 	uid_t uid;
 	gid_t gid;
 	struct timespec mounted;

@@ -10,6 +10,7 @@ int main(int argc, char *argv[])
 		printf("stagectl %s\n", PACKAGE_VERSION);
 		return 0;
 	}
-	fprintf(stderr, "stagectl: no commands yet (sync, switch-from-local, rollback come next)\n");
+	fprintf(stderr,
+		"stagectl: no commands yet (sync, switch-from-local, rollback come next)\n");
 	return 2;
 }
