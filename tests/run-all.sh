@@ -19,6 +19,7 @@ meson setup build-asan --reconfigure -Dwerror=true -Db_sanitize=address,undefine
   meson setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 ninja -C build-asan
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0"
 meson test -C build-asan --print-errorlogs --num-processes 2 --suite unit --suite integration
 
 meson test -C build --print-errorlogs --num-processes 2 --suite unit \
