@@ -526,20 +526,19 @@ int auth_fetch_token(struct http_client *http, const struct auth_challenge *ch, 
 	json_int_t expires_in;
 	int r;
 
-	r = buf_append(&url, ch->realm, strlen(ch->realm));
+	r = buf_append_str(&url, ch->realm);
 	if (cred && cred->identity_token) {
 		/* OAuth2 refresh-token grant, as Docker does with identity tokens. */
 		r = r
-			?: buf_append(
-			       &form,
-			       "grant_type=refresh_token&client_id=stagefs&refresh_token=", 56);
+			?: buf_append_str(&form, "grant_type=refresh_token&client_id=stagefs&"
+						 "refresh_token=");
 		r = r ?: append_escaped(&form, cred->identity_token);
 		if (ch->service) {
-			r = r ?: buf_append(&form, "&service=", 9);
+			r = r ?: buf_append_str(&form, "&service=");
 			r = r ?: append_escaped(&form, ch->service);
 		}
 		if (scope) {
-			r = r ?: buf_append(&form, "&scope=", 7);
+			r = r ?: buf_append_str(&form, "&scope=");
 			r = r ?: append_escaped(&form, scope);
 		}
 		req.method = "POST";
@@ -552,13 +551,13 @@ int auth_fetch_token(struct http_client *http, const struct auth_challenge *ch, 
 		char sep = strchr(ch->realm, '?') ? '&' : '?';
 		if (ch->service) {
 			r = r ?: buf_append(&url, &sep, 1);
-			r = r ?: buf_append(&url, "service=", 8);
+			r = r ?: buf_append_str(&url, "service=");
 			r = r ?: append_escaped(&url, ch->service);
 			sep = '&';
 		}
 		if (scope) {
 			r = r ?: buf_append(&url, &sep, 1);
-			r = r ?: buf_append(&url, "scope=", 6);
+			r = r ?: buf_append_str(&url, "scope=");
 			r = r ?: append_escaped(&url, scope);
 		}
 		if (cred && cred->username) {

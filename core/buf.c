@@ -28,6 +28,11 @@ int buf_append(struct buf *b, const void *data, size_t len)
 	return 0;
 }
 
+int buf_append_str(struct buf *b, const char *s)
+{
+	return buf_append(b, s, strlen(s));
+}
+
 char *buf_steal(struct buf *b, size_t *ret_len)
 {
 	char *p = b->data;

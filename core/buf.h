@@ -18,6 +18,8 @@ struct buf {
 #define BUF_INIT(c) ((struct buf){.cap = (c)})
 
 int buf_append(struct buf *b, const void *data, size_t len);
+/* Append a NUL-terminated string (without its NUL). */
+int buf_append_str(struct buf *b, const char *s);
 /* Take ownership of the bytes (NUL-terminated); the buf is left empty. */
 char *buf_steal(struct buf *b, size_t *ret_len);
 void buf_done(struct buf *b);

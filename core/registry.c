@@ -522,6 +522,47 @@ out:
 	return rc;
 }
 
+int registry_head_manifest(struct registry *r, const char *ref, char ret_digest[DIGEST_LEN],
+			   char **ret_media_type, uint64_t *ret_size, struct sf_err *err)
+{
+	struct http_request req = {.method = "HEAD", .headers = manifest_accept};
+	struct http_response resp = {0};
+	char *url = NULL, *mt = NULL;
+	int rc;
+
+	if (asprintf(&url, "%s/v2/%s/manifests/%s", r->base, r->repo, ref) < 0)
+		return -ENOMEM;
+	req.url = url;
+	rc = request(r, &req, ACT_PULL, &resp, err);
+	if (rc < 0) {
+		err_prefix(err, "manifest %s", ref);
+		goto out;
+	}
+	if (resp.status != 200) {
+		rc = status_error(r, ref, &resp, err);
+		goto out;
+	}
+	if (!name_digest_valid(resp.docker_content_digest) || resp.content_length < 0) {
+		rc = err_set(err, -EPROTO, "manifest %s: %s gave no digest or size", ref, r->host);
+		goto out;
+	}
+	if (ret_media_type) {
+		mt = strdup(resp.content_type ? resp.content_type : "");
+		if (!mt) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		*ret_media_type = mt;
+	}
+	memcpy(ret_digest, resp.docker_content_digest, DIGEST_LEN);
+	if (ret_size)
+		*ret_size = (uint64_t)resp.content_length;
+out:
+	http_response_done(&resp);
+	free(url);
+	return rc;
+}
+
 int registry_get_blob(struct registry *r, const char *digest, uint64_t offset, http_sink_fn sink,
 		      void *userdata, struct sf_err *err)
 {

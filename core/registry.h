@@ -61,6 +61,11 @@ void registry_manifest_done(struct registry_manifest *m);
 int registry_get_manifest(struct registry *r, const char *ref, struct registry_manifest *ret,
 			  struct sf_err *err);
 
+/* HEAD a manifest: its digest (Docker-Content-Digest), media type and size, without the body.
+ * -ENOENT when absent. ret_media_type may be NULL; the caller frees it. */
+int registry_head_manifest(struct registry *r, const char *ref, char ret_digest[DIGEST_LEN],
+			   char **ret_media_type, uint64_t *ret_size, struct sf_err *err);
+
 /* Stream a blob from offset into sink. -ENOENT when absent. */
 int registry_get_blob(struct registry *r, const char *digest, uint64_t offset, http_sink_fn sink,
 		      void *userdata, struct sf_err *err);

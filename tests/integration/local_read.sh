@@ -23,6 +23,17 @@ python3 "$H_LIB/mkstage.py" record --ref "werf-stages-storage/alpha:$nolabel" --
 	h_docker load >/dev/null
 h_tag_foreign "$IB1" "werf-stages-storage/alpha:$(printf 'd%.0s' {1..56})-1589786063002"
 
+# No daemon at the socket: the mount fails at once and says why.
+rc=0
+out=$("$(_h_stagefs_bin)" -f -o docker_host="unix://$H_TMP/none.sock" :local "$H_TMP" 2>&1) || rc=$?
+assert_eq 1 "$rc" "exit status without a daemon"
+assert_eq "stagefs: no Docker daemon socket at unix://$H_TMP/none.sock (is dockerd running?)" "$out" "message"
+rc=0
+out=$("$(_h_stagefs_bin)" -f -o docker_host=ssh://example :local "$H_TMP" 2>&1) || rc=$?
+assert_eq 1 "$rc" "exit status for a bad docker_host"
+assert_contains "$out" "use unix:///path/to/docker.sock or tcp://host:port" "message"
+h_pass "a missing daemon or a bad docker_host fails the mount with the reason"
+
 MNT=$H_TMP/mnt
 h_mount :local "$MNT" -o ttl=1
 assert_eq "alpha beta" "$(ls "$MNT" | xargs)" "projects"

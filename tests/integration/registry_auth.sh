@@ -69,7 +69,18 @@ PATH="$helpers:$PATH" h_mount "$TOKEN/app/stages" "$H_TMP/token-helper" -o docke
 check_reads "$H_TMP/token-helper"
 h_pass "credHelpers: credentials from a docker-credential helper"
 
-for m in basic token basic-bad token-bad basic-anon token-anon token-helper; do
+# Identity tokens: docker login against a token server that hands out refresh tokens stores
+# "identitytoken" in config.json; stagefs trades it for access tokens (OAuth2 refresh grant).
+h_start_registry --token dave:r3fresh --refresh-tokens --var REFRESH
+h_docker_login "$REFRESH" dave r3fresh
+assert_ne "" "$(jq -r --arg r "$REFRESH" '.auths[$r].identitytoken // empty' "$DOCKER_CONFIG/config.json")" \
+	"docker login stored an identity token"
+h_push_stage app "$S1" "$REFRESH/app/stages" >/dev/null
+h_mount "$REFRESH/app/stages" "$H_TMP/refresh"
+check_reads "$H_TMP/refresh"
+h_pass "identity token from config.json (OAuth2 refresh grant)"
+
+for m in basic token basic-bad token-bad basic-anon token-anon token-helper refresh; do
 	h_umount "$H_TMP/$m"
 done
 h_pass "every daemon exits 0 after unmount"
