@@ -178,34 +178,23 @@ static int cs_find(struct storage *st, const char *project, const char *stage,
 		   struct stage_info *ret, struct sf_err *err)
 {
 	struct cache_storage *c = (struct cache_storage *)st;
-	struct stage_info key = {0};
-	const struct stage_info *hit;
 	struct stage_list l = {0};
 	int r;
 
-	if (snprintf(key.project, sizeof(key.project), "%s", project ? project : "") >=
-		(int)sizeof(key.project) ||
-	    snprintf(key.name, sizeof(key.name), "%s", stage) >= (int)sizeof(key.name))
-		return -ENOENT;
 	pthread_mutex_lock(&c->lock);
 	if (c->have_list && now_ms() - c->list_at_ms < c->ttl_ms) {
-		hit = c->list.n ? bsearch(&key, c->list.v, c->list.n, sizeof(key), stage_info_cmp)
-				: NULL;
-		if (hit)
-			*ret = *hit;
+		r = stage_list_find(&c->list, project, stage, ret);
 		pthread_mutex_unlock(&c->lock);
-		return hit ? 0 : -ENOENT;
+		return r;
 	}
 	pthread_mutex_unlock(&c->lock);
 	/* Stale: refresh through the list path (single flight), then search the copy. */
 	r = cs_list(st, &l, err);
 	if (r < 0)
 		return r;
-	hit = l.n ? bsearch(&key, l.v, l.n, sizeof(key), stage_info_cmp) : NULL;
-	if (hit)
-		*ret = *hit;
+	r = stage_list_find(&l, project, stage, ret);
 	stage_list_done(&l);
-	return hit ? 0 : -ENOENT;
+	return r;
 }
 
 static int cs_local_file(struct storage *st, const char *project, const char *stage,

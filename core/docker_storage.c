@@ -59,14 +59,25 @@ static const char *project_of(struct docker_storage *ds, const char *project)
 	return ds->project ? ds->project : project;
 }
 
-static void image_free(struct image *im)
+/* Drop what is known of the image's content (before exporting it again). */
+static void image_forget(struct image *im)
 {
-	if (!im)
-		return;
 	for (size_t i = 0; i < im->nlayers; i++)
 		free(im->layers[i].media_type);
 	free(im->layers);
 	free(im->config);
+	im->layers = NULL;
+	im->config = NULL;
+	im->config_len = 0;
+	im->nlayers = 0;
+	im->bytes = 0;
+}
+
+static void image_free(struct image *im)
+{
+	if (!im)
+		return;
+	image_forget(im);
 	pthread_cond_destroy(&im->cond);
 	free(im);
 }
@@ -535,13 +546,7 @@ static int image_get(struct docker_storage *ds, const char *ref, const char *id,
 			im->state = READY;
 			im->bytes = 0; /* counted by the startup scan */
 		} else {
-			for (size_t i = 0; i < im->nlayers; i++)
-				free(im->layers[i].media_type);
-			free(im->layers);
-			free(im->config);
-			im->layers = NULL;
-			im->config = NULL;
-			im->nlayers = 0;
+			image_forget(im);
 		}
 	}
 	for (;;) {
@@ -551,14 +556,7 @@ static int image_get(struct docker_storage *ds, const char *ref, const char *id,
 			break;
 		/* Export (again): first time, after a failure, or after eviction. */
 		im->state = EXPORTING;
-		for (size_t i = 0; i < im->nlayers; i++)
-			free(im->layers[i].media_type);
-		free(im->layers);
-		free(im->config);
-		im->layers = NULL;
-		im->config = NULL;
-		im->nlayers = 0;
-		im->bytes = 0;
+		image_forget(im);
 		pthread_mutex_unlock(&ds->lock);
 		struct sf_err eerr = {0};
 		r = export_image(ds, ref, im, &eerr);

@@ -139,11 +139,23 @@ out:
 	return r;
 }
 
+/* Compact bytes with keys in insertion order: the same input, the same bytes. Steals root. */
+static int dump_stable(json_t *root, char **ret, size_t *ret_len)
+{
+	char *s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+
+	json_decref(root);
+	if (!s)
+		return -ENOMEM;
+	*ret = s;
+	*ret_len = strlen(s);
+	return 0;
+}
+
 int oci_index_json(const struct oci_desc *manifest, const char *ref_name, char **ret,
 		   size_t *ret_len)
 {
 	json_t *root;
-	char *s;
 
 	if (!manifest->media_type || !ref_name)
 		return -EINVAL;
@@ -153,14 +165,7 @@ int oci_index_json(const struct oci_desc *manifest, const char *ref_name, char *
 			 (json_int_t)manifest->size, "annotations", OCI_REF_NAME, ref_name);
 	if (!root)
 		return -EINVAL;
-	/* JSON_PRESERVE_ORDER + JSON_COMPACT: stable bytes. */
-	s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	json_decref(root);
-	if (!s)
-		return -ENOMEM;
-	*ret = s;
-	*ret_len = strlen(s);
-	return 0;
+	return dump_stable(root, ret, ret_len);
 }
 
 int oci_index_parse(const void *data, size_t len, struct oci_desc *ret_manifest,
@@ -209,7 +214,6 @@ int oci_manifest_json(const char *media_type, const struct oci_desc *config,
 		      const struct oci_desc *layers, size_t nlayers, char **ret, size_t *ret_len)
 {
 	json_t *root, *arr = json_array();
-	char *s;
 
 	if (!arr)
 		return -ENOMEM;
@@ -227,11 +231,5 @@ int oci_manifest_json(const char *media_type, const struct oci_desc *config,
 			 desc_json(config), "layers", arr);
 	if (!root)
 		return -EINVAL;
-	s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	json_decref(root);
-	if (!s)
-		return -ENOMEM;
-	*ret = s;
-	*ret_len = strlen(s);
-	return 0;
+	return dump_stable(root, ret, ret_len);
 }

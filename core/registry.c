@@ -480,27 +480,39 @@ int registry_list_tags(struct registry *r, struct strv *ret, struct sf_err *err)
 	return 0;
 }
 
-int registry_get_manifest(struct registry *r, const char *ref, struct registry_manifest *ret,
-			  struct sf_err *err)
+/* GET or HEAD a manifest; 0 only for a 200 answer (in resp). */
+static int manifest_request(struct registry *r, const char *method, const char *ref,
+			    struct http_response *resp, struct sf_err *err)
 {
-	struct http_request req = {.headers = manifest_accept, .max_body = REGISTRY_MANIFEST_CAP};
-	struct http_response resp = {0};
-	struct registry_manifest m = {0};
+	struct http_request req = {
+	    .method = method, .headers = manifest_accept, .max_body = REGISTRY_MANIFEST_CAP};
 	char *url = NULL;
 	int rc;
 
 	if (asprintf(&url, "%s/v2/%s/manifests/%s", r->base, r->repo, ref) < 0)
 		return -ENOMEM;
 	req.url = url;
-	rc = request(r, &req, ACT_PULL, &resp, err);
+	rc = request(r, &req, ACT_PULL, resp, err);
+	free(url);
 	if (rc < 0) {
 		err_prefix(err, "manifest %s", ref);
-		goto out;
+		return rc;
 	}
-	if (resp.status != 200) {
-		rc = status_error(r, ref, &resp, err);
+	if (resp->status != 200)
+		return status_error(r, ref, resp, err);
+	return 0;
+}
+
+int registry_get_manifest(struct registry *r, const char *ref, struct registry_manifest *ret,
+			  struct sf_err *err)
+{
+	struct http_response resp = {0};
+	struct registry_manifest m = {0};
+	int rc;
+
+	rc = manifest_request(r, "GET", ref, &resp, err);
+	if (rc < 0)
 		goto out;
-	}
 	digest_buffer(resp.body.data ? resp.body.data : "", resp.body.len, m.digest);
 	if ((name_digest_valid(ref) && strcmp(ref, m.digest) != 0) ||
 	    (resp.docker_content_digest && name_digest_valid(resp.docker_content_digest) &&
@@ -518,30 +530,19 @@ int registry_get_manifest(struct registry *r, const char *ref, struct registry_m
 	*ret = m;
 out:
 	http_response_done(&resp);
-	free(url);
 	return rc;
 }
 
 int registry_head_manifest(struct registry *r, const char *ref, char ret_digest[DIGEST_LEN],
 			   char **ret_media_type, uint64_t *ret_size, struct sf_err *err)
 {
-	struct http_request req = {.method = "HEAD", .headers = manifest_accept};
 	struct http_response resp = {0};
-	char *url = NULL, *mt = NULL;
+	char *mt = NULL;
 	int rc;
 
-	if (asprintf(&url, "%s/v2/%s/manifests/%s", r->base, r->repo, ref) < 0)
-		return -ENOMEM;
-	req.url = url;
-	rc = request(r, &req, ACT_PULL, &resp, err);
-	if (rc < 0) {
-		err_prefix(err, "manifest %s", ref);
+	rc = manifest_request(r, "HEAD", ref, &resp, err);
+	if (rc < 0)
 		goto out;
-	}
-	if (resp.status != 200) {
-		rc = status_error(r, ref, &resp, err);
-		goto out;
-	}
 	if (!name_digest_valid(resp.docker_content_digest) || resp.content_length < 0) {
 		rc = err_set(err, -EPROTO, "manifest %s: %s gave no digest or size", ref, r->host);
 		goto out;
@@ -559,7 +560,6 @@ int registry_head_manifest(struct registry *r, const char *ref, char ret_digest[
 		*ret_size = (uint64_t)resp.content_length;
 out:
 	http_response_done(&resp);
-	free(url);
 	return rc;
 }
 

@@ -32,27 +32,40 @@ int storage_local_file(struct storage *st, const char *project, const char *stag
 	return st->ops->local_file(st, project, stage, blob, ret_path, path_size, err);
 }
 
+int stage_list_find(const struct stage_list *l, const char *project, const char *stage,
+		    struct stage_info *ret)
+{
+	struct stage_info key = {0};
+	const struct stage_info *hit;
+
+	if (snprintf(key.project, sizeof(key.project), "%s", project ? project : "") >=
+		(int)sizeof(key.project) ||
+	    snprintf(key.name, sizeof(key.name), "%s", stage) >= (int)sizeof(key.name) || !l->n)
+		return -ENOENT;
+	hit = bsearch(&key, l->v, l->n, sizeof(key), stage_info_cmp);
+	if (!hit)
+		return -ENOENT;
+	*ret = *hit;
+	return 0;
+}
+
 int storage_find(struct storage *st, const char *project, const char *stage, struct stage_info *ret,
 		 struct sf_err *err)
 {
 	struct stage_list l = {0};
-	struct stage_info key = {0}, *hit;
 	int r;
 
 	if (st->ops->find)
 		return st->ops->find(st, project, stage, ret, err);
-	if (snprintf(key.project, sizeof(key.project), "%s", project ? project : "") >=
-		(int)sizeof(key.project) ||
-	    snprintf(key.name, sizeof(key.name), "%s", stage) >= (int)sizeof(key.name))
+	/* Names no stage can have need no listing. */
+	if (strlen(stage) > NAME_STAGE_MAX || (project && strlen(project) > NAME_PROJECT_MAX))
 		return -ENOENT;
 	r = storage_list(st, &l, err);
 	if (r < 0)
 		return r;
-	hit = l.n ? bsearch(&key, l.v, l.n, sizeof(key), stage_info_cmp) : NULL;
-	if (hit)
-		*ret = *hit;
+	r = stage_list_find(&l, project, stage, ret);
 	stage_list_done(&l);
-	return hit ? 0 : -ENOENT;
+	return r;
 }
 
 void storage_free(struct storage *st)

@@ -86,6 +86,10 @@ int storage_local_file(struct storage *st, const char *project, const char *stag
 int storage_find(struct storage *st, const char *project, const char *stage, struct stage_info *ret,
 		 struct sf_err *err);
 
+/* The entry (project, stage) of a sorted list: 0 and *ret, or -ENOENT. */
+int stage_list_find(const struct stage_list *l, const char *project, const char *stage,
+		    struct stage_info *ret);
+
 /* Order of stage lists: by project, then name (a qsort/bsearch comparator). */
 int stage_info_cmp(const void *a, const void *b);
 
