@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine (root): installs what it needs, builds
-# with -Werror, runs the unit and integration suites, then the unit suite again under
-# AddressSanitizer/UndefinedBehaviorSanitizer and valgrind, and the integration suite with
-# an ASan/UBSan daemon. Nothing is skipped: a missing feature fails the run.
+# with -Werror, runs the unit and integration suites; then both again built with
+# AddressSanitizer/UndefinedBehaviorSanitizer; then the unit suite under valgrind and the main
+# integration scripts with the daemon under valgrind. Nothing is skipped: a missing feature
+# fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,3 +25,9 @@ meson test -C build-asan --print-errorlogs --num-processes 2 --suite unit --suit
 
 meson test -C build --print-errorlogs --num-processes 2 --suite unit \
   --wrap='valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite -q'
+
+# The daemon itself under valgrind (memcheck) through the main integration scripts.
+STAGEFS_WRAP="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --suppressions=$PWD/tests/valgrind.supp" \
+  H_MOUNT_TIMEOUT=60 meson test -C build --print-errorlogs --num-processes 2 \
+  integration-registry_read integration-registry_auth integration-local_read
+echo "run-all: every suite passed"

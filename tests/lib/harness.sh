@@ -27,7 +27,8 @@
 # Output: "ok N - NAME" per h_pass; at exit "SCRIPT: P passed, F failed" (and "not ok - WHY"
 # before it on failure). H_TAP=1 also prints a TAP plan "1..N" at the end.
 #
-# Tunables (environment): STAGEFS (daemon binary; default $MESON_BUILD_ROOT/fs/stagefs if
+# Tunables (environment): STAGEFS_WRAP (run the daemon under this command, e.g. valgrind),
+# STAGEFS (daemon binary; default $MESON_BUILD_ROOT/fs/stagefs if
 # MESON_BUILD_ROOT is set, else <repo>/build/fs/stagefs), H_KEEP, H_TAP, H_LOG_LINES (60),
 # H_DOCKERD_TIMEOUT (60), H_REGISTRY_TIMEOUT (30), H_MOUNT_TIMEOUT (30), H_UMOUNT_TIMEOUT (30),
 # H_TRACE=1 (set -x with timestamps, from h_init on).
@@ -882,7 +883,8 @@ h_mount() {
 	(
 		set +e
 		trap - ERR
-		"$bin" -f "${opts[@]}" "$storage" "$mnt" </dev/null >>"$log" 2>&1 &
+		# STAGEFS_WRAP: a command to run the daemon under (valgrind in CI), split on spaces.
+		${STAGEFS_WRAP:-} "$bin" -f "${opts[@]}" "$storage" "$mnt" </dev/null >>"$log" 2>&1 &
 		echo $! >"$pidf"
 		wait $!
 		echo $? >"$rcf"
