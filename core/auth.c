@@ -578,8 +578,10 @@ int auth_fetch_token(struct http_client *http, const struct auth_challenge *ch, 
 		goto out;
 	}
 	if (resp.status != 200) {
+		/* The token server's 404 is not "no such stage": only auth and load keep their
+		 * meaning, everything else is the service failing. */
 		r = err_from_http(resp.status);
-		if (r == 0)
+		if (r != -EACCES && r != -EAGAIN)
 			r = -EIO;
 		r = err_set(err, r, "token server %s answered %ld%s", ch->realm, resp.status,
 			    resp.status == 401 || resp.status == 403 ? " (wrong credentials?)"

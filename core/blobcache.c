@@ -173,6 +173,7 @@ static void entry_put(struct blobcache *bc, struct entry *e)
 	if (!e->hashed || e->state == FAILED || e->external) {
 		if (e->hashed)
 			table_remove(bc, e);
+		lru_unlink(bc, e);
 		entry_free(e);
 		return;
 	}
@@ -232,11 +233,17 @@ static void *fetch_main(void *arg)
 	r = storage_local_file(f->st, f->project, f->stage, &f->blob, final, sizeof(final), &err);
 	if (r != -ENOTSUP) {
 		int fd = r == 0 ? open(final, O_RDONLY | O_CLOEXEC) : -1;
+		if (r == 0 && fd < 0 && errno == ENOENT) {
+			/* Evicted between the answer and the open: the backend makes it again. */
+			r = storage_local_file(f->st, f->project, f->stage, &f->blob, final,
+					       sizeof(final), &err);
+			fd = r == 0 ? open(final, O_RDONLY | O_CLOEXEC) : -1;
+		}
 		struct stat sb;
 		if (r == 0 &&
 		    (fd < 0 || fstat(fd, &sb) < 0 || (uint64_t)sb.st_size != f->blob.size))
-			r = err_set(&err, fd < 0 ? -errno : -EBADMSG, "%s: not the expected blob",
-				    final);
+			r = fd < 0 ? err_set(&err, -EIO, "%s: %s", final, strerror(errno))
+				   : err_set(&err, -EBADMSG, "%s: not the expected blob", final);
 		unlink(f->tmp);
 		pthread_mutex_lock(&bc->lock);
 		close(e->fd);
@@ -297,6 +304,7 @@ static void *fetch_main(void *arg)
 		e->state = READY;
 		bc->total += e->size;
 		lru_push_head(bc, e);
+		evict(bc); /* others may be closed and old; this one is still held */
 	} else {
 		e->state = FAILED;
 		e->error = r;
@@ -377,6 +385,16 @@ int blobcache_open(struct blobcache *bc, struct storage *st, const char *project
 		table_remove(bc, e); /* its readers still hold it; a new open tries again */
 		e = NULL;
 	}
+	if (e && e->state == READY && e->size != blob->size && e->refs == 0) {
+		/* Left on disk with another size: not this blob's content. Fetch it again. */
+		path_of(bc, hex, path, sizeof(path));
+		unlink(path);
+		bc->total -= e->size;
+		lru_unlink(bc, e);
+		table_remove(bc, e);
+		entry_free(e);
+		e = NULL;
+	}
 	if (e && e->state == READY && e->fd < 0) {
 		path_of(bc, hex, path, sizeof(path));
 		e->fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -419,7 +437,7 @@ int blobcache_open(struct blobcache *bc, struct storage *st, const char *project
 				goto out;
 			}
 		}
-	} else if (e->state == READY) {
+	} else if (e->state == READY && !e->external) {
 		lru_unlink(bc, e);
 		lru_push_head(bc, e);
 	}

@@ -22,6 +22,10 @@ struct cache_storage {
 	pthread_mutex_t lock;
 	pthread_cond_t refreshed;
 	bool refreshing;
+	uint64_t refreshes;  /* refreshes finished */
+	uint64_t generation; /* bumped by cache_storage_invalidate */
+	int last_error;	     /* of the last refresh, shared with its waiters */
+	char last_msg[sizeof(((struct sf_err *)0)->msg)];
 	bool have_list;
 	uint64_t list_at_ms;
 	struct stage_list list;
@@ -86,6 +90,7 @@ static int cs_list(struct storage *st, struct stage_list *ret, struct sf_err *er
 {
 	struct cache_storage *c = (struct cache_storage *)st;
 	struct stage_list fresh = {0};
+	uint64_t gen, waited_for;
 	int r;
 
 	pthread_mutex_lock(&c->lock);
@@ -97,22 +102,33 @@ static int cs_list(struct storage *st, struct stage_list *ret, struct sf_err *er
 		}
 		if (!c->refreshing)
 			break;
-		pthread_cond_wait(&c->refreshed, &c->lock);
-		if (!c->have_list)
-			break; /* the refresh failed: try ourselves, to report our own error */
+		/* One refresh at a time: wait for it and share its answer, good or bad. */
+		waited_for = c->refreshes;
+		while (c->refreshing && c->refreshes == waited_for)
+			pthread_cond_wait(&c->refreshed, &c->lock);
+		if (c->refreshes != waited_for && c->last_error) {
+			r = err_set(err, c->last_error, "%s", c->last_msg);
+			pthread_mutex_unlock(&c->lock);
+			return r;
+		}
 	}
 	c->refreshing = true;
+	gen = c->generation;
 	pthread_mutex_unlock(&c->lock);
 
 	r = storage_list(c->inner, &fresh, err);
 
 	pthread_mutex_lock(&c->lock);
 	c->refreshing = false;
+	c->refreshes++;
+	c->last_error = r < 0 ? r : 0;
+	snprintf(c->last_msg, sizeof(c->last_msg), "%s", r < 0 ? err_msg(err, r) : "");
 	if (r == 0) {
 		stage_list_done(&c->list);
 		c->list = fresh;
 		c->have_list = true;
-		c->list_at_ms = now_ms();
+		/* Invalidated while we listed: the answer may predate the change, use it once. */
+		c->list_at_ms = gen == c->generation ? now_ms() : 0;
 		prune(c);
 		r = copy_list(&c->list, ret);
 	} else {
@@ -254,5 +270,6 @@ void cache_storage_invalidate(struct storage *st)
 
 	pthread_mutex_lock(&c->lock);
 	c->have_list = false;
+	c->generation++;
 	pthread_mutex_unlock(&c->lock);
 }

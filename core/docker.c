@@ -1,6 +1,7 @@
 #include "docker.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,24 @@ static int unreachable(struct docker *d, int r, struct sf_err *err)
 	return r;
 }
 
+/* Wraps a caller's sink to tell its failures from the daemon's. */
+struct sink_guard {
+	http_sink_fn sink;
+	void *userdata;
+	bool failed;
+};
+
+static int guarded_sink(void *ud, const void *data, size_t len)
+{
+	struct sink_guard *g = ud;
+	int r = g->sink(g->userdata, data, len);
+
+	if (r < 0)
+		g->failed = true;
+	return r;
+}
+
+/* GET path; with a sink, ud must be a struct sink_guard around it. */
 static int get(struct docker *d, const char *path, size_t cap, http_sink_fn sink, void *ud,
 	       struct http_response *resp, struct sf_err *err)
 {
@@ -64,7 +83,7 @@ static int get(struct docker *d, const char *path, size_t cap, http_sink_fn sink
 	req.url = url;
 	r = http_do(d->http, &req, resp, err);
 	free(url);
-	if (r < 0 && r != -ECANCELED && r != -EFBIG && !resp->streamed)
+	if (r < 0 && !(sink && ((struct sink_guard *)ud)->failed) && r != -EFBIG)
 		return unreachable(d, r, err);
 	return r;
 }
@@ -213,10 +232,13 @@ int docker_list_images(struct docker *d, const char *filters, json_t **ret, stru
 		free(q);
 		return -ENOMEM;
 	}
-	r = get_json(d, "listing images", path, LIST_CAP, ret, err);
-	if (r == 0 && !json_is_array(*ret)) {
-		json_decref(*ret);
+	json_t *arr = NULL;
+	r = get_json(d, "listing images", path, LIST_CAP, &arr, err);
+	if (r == 0 && !json_is_array(arr)) {
+		json_decref(arr);
 		r = err_set(err, -EPROTO, "listing images: Docker's answer is not a list");
+	} else if (r == 0) {
+		*ret = arr;
 	}
 	free(q);
 	free(path);
@@ -249,7 +271,8 @@ int docker_export_image(struct docker *d, const char *ref, http_sink_fn sink, vo
 		free(q);
 		return -ENOMEM;
 	}
-	r = get(d, path, 0, sink, userdata, &resp, err);
+	struct sink_guard g = {.sink = sink, .userdata = userdata};
+	r = get(d, path, 0, guarded_sink, &g, &resp, err);
 	if (r == 0 && resp.status != 200)
 		r = answer_error(ref, &resp, err);
 	http_response_done(&resp);

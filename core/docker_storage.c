@@ -31,7 +31,7 @@ struct image {
 	size_t config_len;
 	size_t nlayers;
 	struct oci_desc *layers;
-	uint64_t bytes;
+	bool has_files; /* its layer files are (believed) on disk */
 	uint64_t last_used;
 	pthread_cond_t cond;
 	struct image *next;
@@ -70,7 +70,7 @@ static void image_forget(struct image *im)
 	im->config = NULL;
 	im->config_len = 0;
 	im->nlayers = 0;
-	im->bytes = 0;
+	im->has_files = false;
 }
 
 static void image_free(struct image *im)
@@ -270,8 +270,17 @@ static int ex_end(void *ud)
 	close(ex->fd);
 	ex->fd = -1;
 	snprintf(path, sizeof(path), "%s/blobs/%s", ex->ds->dir, f->digest + 7);
-	if (rename(ex->tmp, path) < 0)
-		return err_set(ex->err, -errno, "cache %s: %s", path, strerror(errno));
+	bool existed = access(path, F_OK) == 0;
+	if (rename(ex->tmp, path) < 0) {
+		int r = err_set(ex->err, -errno, "cache %s: %s", path, strerror(errno));
+		unlink(ex->tmp);
+		return r;
+	}
+	if (!existed) {
+		pthread_mutex_lock(&ex->ds->lock);
+		ex->ds->total += f->size;
+		pthread_mutex_unlock(&ex->ds->lock);
+	}
 	ex->mode = SKIP;
 	return 0;
 }
@@ -383,7 +392,6 @@ static int load_meta(struct docker_storage *ds, struct image *im)
 		memcpy(im->layers[i].digest, dg, DIGEST_LEN);
 		im->layers[i].size = (uint64_t)size;
 		im->nlayers = i + 1;
-		im->bytes += (uint64_t)size;
 	}
 	json_decref(root);
 	return 0;
@@ -458,7 +466,6 @@ static int export_image(struct docker_storage *ds, const char *ref, struct image
 		memcpy(im->layers[i].digest, lf->digest, DIGEST_LEN);
 		im->layers[i].size = lf->size;
 		im->nlayers = i + 1;
-		im->bytes += lf->size;
 	}
 	snprintf(path, sizeof(path), "%s/blobs/%s", ds->dir, im->id + 7);
 	r = read_small_file(path, CONFIG_CAP, &im->config, &im->config_len);
@@ -495,33 +502,94 @@ static bool layers_present(struct docker_storage *ds, const struct image *im)
 	return true;
 }
 
-/* Evict least recently used images' layers until under the cap. Lock held. */
+/* True when an image other than skip, with its files on disk, has this layer. Lock held. */
+static bool layer_in_use(struct docker_storage *ds, const struct image *skip, const char *digest)
+{
+	for (struct image *im = ds->images; im; im = im->next) {
+		if (im == skip || !im->has_files)
+			continue;
+		for (size_t i = 0; i < im->nlayers; i++)
+			if (strcmp(im->layers[i].digest, digest) == 0)
+				return true;
+	}
+	return false;
+}
+
+/* Evict least recently used images' layer files until under the cap; a layer that another
+ * image still has stays (werf stages share their parents' layers). Configs and metas stay:
+ * sizes remain known. Lock held. */
 static void evict(struct docker_storage *ds, const struct image *keep)
 {
 	char path[4096];
+	struct stat sb;
 
 	while (ds->total > ds->max_bytes) {
 		struct image *victim = NULL;
 		for (struct image *im = ds->images; im; im = im->next)
-			if (im != keep && im->state == READY && im->bytes &&
+			if (im != keep && im->state == READY && im->has_files &&
 			    (!victim || im->last_used < victim->last_used))
 				victim = im;
 		if (!victim)
 			break;
+		victim->has_files = false;
 		for (size_t i = 0; i < victim->nlayers; i++) {
-			snprintf(path, sizeof(path), "%s/blobs/%s", ds->dir,
-				 victim->layers[i].digest + 7);
-			unlink(path);
+			const char *dg = victim->layers[i].digest;
+			if (layer_in_use(ds, victim, dg))
+				continue;
+			snprintf(path, sizeof(path), "%s/blobs/%s", ds->dir, dg + 7);
+			if (stat(path, &sb) == 0 && unlink(path) == 0)
+				ds->total = ds->total > (uint64_t)sb.st_size
+						? ds->total - (uint64_t)sb.st_size
+						: 0;
 		}
-		ds->total = ds->total > victim->bytes ? ds->total - victim->bytes : 0;
-		victim->bytes = 0; /* its meta stays: sizes are still known */
 	}
 }
 
-/* The image with this ID, exported (or known from disk), or an error. Returns a borrowed
- * pointer valid for the storage's life (images are never freed before). */
+/* The stage's layout from what is known of its image. Lock held (another thread may export
+ * the image again and replace its fields once the lock is dropped). */
+static int build_layout(const struct image *im, const char *stage, struct stage_layout **ret)
+{
+	struct oci_desc config = {.media_type = (char *)MT_OCI_CONFIG}, man = {0};
+	struct stage_layout *l;
+	char *mjson = NULL;
+	size_t mlen = 0;
+	int r;
+
+	memcpy(config.digest, im->id, DIGEST_LEN);
+	config.size = im->config_len;
+	r = oci_manifest_json(MT_OCI_MANIFEST, &config, im->layers, im->nlayers, &mjson, &mlen);
+	if (r < 0)
+		return r;
+	l = stage_layout_new();
+	if (!l) {
+		free(mjson);
+		return -ENOMEM;
+	}
+	man.media_type = (char *)MT_OCI_MANIFEST;
+	digest_buffer(mjson, mlen, man.digest);
+	man.size = mlen;
+	memcpy(l->image_id, im->id, DIGEST_LEN);
+	r = stage_layout_add_blob(l, man.digest, mlen, mjson);
+	if (r == 0)
+		r = stage_layout_add_blob(l, im->id, im->config_len, im->config);
+	for (size_t i = 0; r == 0 && i < im->nlayers; i++)
+		r = stage_layout_add_blob(l, im->layers[i].digest, im->layers[i].size, NULL);
+	if (r == 0)
+		r = oci_index_json(&man, stage, &l->index_json, &l->index_len);
+	free(mjson);
+	if (r < 0) {
+		stage_layout_unref(l);
+		return r;
+	}
+	stage_layout_seal(l);
+	*ret = l;
+	return 0;
+}
+
+/* Make sure the image with this ID is exported (or known from disk; with need_files, its
+ * layer files on disk too); with ret_layout, build stage's layout from it, under the lock. */
 static int image_get(struct docker_storage *ds, const char *ref, const char *id, bool need_files,
-		     struct image **ret, struct sf_err *err)
+		     const char *stage, struct stage_layout **ret_layout, struct sf_err *err)
 {
 	struct image *im;
 	int r;
@@ -544,7 +612,7 @@ static int image_get(struct docker_storage *ds, const char *ref, const char *id,
 		ds->images = im;
 		if (load_meta(ds, im) == 0) {
 			im->state = READY;
-			im->bytes = 0; /* counted by the startup scan */
+			im->has_files = layers_present(ds, im); /* counted by the startup scan */
 		} else {
 			image_forget(im);
 		}
@@ -571,16 +639,16 @@ static int image_get(struct docker_storage *ds, const char *ref, const char *id,
 			return r;
 		}
 		im->state = READY;
-		ds->total += im->bytes;
+		im->has_files = true;
 		pthread_cond_broadcast(&im->cond);
 		im->last_used = ++ds->clock;
 		evict(ds, im);
 		break;
 	}
 	im->last_used = ++ds->clock;
+	r = ret_layout ? build_layout(im, stage, ret_layout) : 0;
 	pthread_mutex_unlock(&ds->lock);
-	*ret = im;
-	return 0;
+	return r;
 }
 
 /* Inspect the stage's image: its ID, after checking werf's labels. */
@@ -615,49 +683,14 @@ static int ds_describe(struct storage *st, const char *project, const char *stag
 		       struct stage_layout **ret, struct sf_err *err)
 {
 	struct docker_storage *ds = ds_of(st);
-	struct oci_desc config = {.media_type = (char *)MT_OCI_CONFIG}, man = {0};
-	struct stage_layout *l = NULL;
-	char ref[256], id[DIGEST_LEN], *mjson = NULL;
-	size_t mlen = 0;
-	struct image *im;
+	char ref[256], id[DIGEST_LEN];
 	int r;
 
 	project = project_of(ds, project);
 	r = inspect_stage(ds, project, stage, ref, sizeof(ref), id, err);
 	if (r < 0)
 		return r;
-	r = image_get(ds, ref, id, false, &im, err);
-	if (r < 0)
-		return r;
-	memcpy(config.digest, im->id, DIGEST_LEN);
-	config.size = im->config_len;
-	r = oci_manifest_json(MT_OCI_MANIFEST, &config, im->layers, im->nlayers, &mjson, &mlen);
-	if (r < 0)
-		return r;
-	l = stage_layout_new();
-	if (!l) {
-		free(mjson);
-		return -ENOMEM;
-	}
-	man.media_type = (char *)MT_OCI_MANIFEST;
-	digest_buffer(mjson, mlen, man.digest);
-	man.size = mlen;
-	memcpy(l->image_id, im->id, DIGEST_LEN);
-	r = stage_layout_add_blob(l, man.digest, mlen, mjson);
-	if (r == 0)
-		r = stage_layout_add_blob(l, im->id, im->config_len, im->config);
-	for (size_t i = 0; r == 0 && i < im->nlayers; i++)
-		r = stage_layout_add_blob(l, im->layers[i].digest, im->layers[i].size, NULL);
-	if (r == 0)
-		r = oci_index_json(&man, stage, &l->index_json, &l->index_len);
-	free(mjson);
-	if (r < 0) {
-		stage_layout_unref(l);
-		return r;
-	}
-	stage_layout_seal(l);
-	*ret = l;
-	return 0;
+	return image_get(ds, ref, id, false, stage, ret, err);
 }
 
 static int ds_local_file(struct storage *st, const char *project, const char *stage,
@@ -666,7 +699,6 @@ static int ds_local_file(struct storage *st, const char *project, const char *st
 {
 	struct docker_storage *ds = ds_of(st);
 	char ref[256], id[DIGEST_LEN];
-	struct image *im;
 	int r;
 
 	if (blob->data)
@@ -675,7 +707,7 @@ static int ds_local_file(struct storage *st, const char *project, const char *st
 	r = inspect_stage(ds, project, stage, ref, sizeof(ref), id, err);
 	if (r < 0)
 		return r;
-	r = image_get(ds, ref, id, true, &im, err);
+	r = image_get(ds, ref, id, true, NULL, NULL, err);
 	if (r < 0)
 		return r;
 	snprintf(ret_path, path_size, "%s/blobs/%s", ds->dir, blob->digest + 7);

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -148,6 +149,7 @@ struct transfer {
 	int sink_error;
 	bool too_big;
 	uint64_t skip; /* bytes to drop: a server that ignored our Range answered 200 */
+	bool range_checked;
 	bool skip_set;
 	uint64_t upload_pos;
 };
@@ -251,6 +253,17 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
 		n -= drop;
 		if (n == 0)
 			return total;
+	}
+	if (status == 206 && !t->range_checked) {
+		/* A partial answer must start where we asked. */
+		unsigned long long start = 0;
+		t->range_checked = true;
+		if (!t->resp->content_range ||
+		    sscanf(t->resp->content_range, "bytes %llu-", &start) != 1 ||
+		    !t->req->has_range || start != t->req->range_start) {
+			t->sink_error = -EBADMSG;
+			return 0;
+		}
 	}
 	if (status >= 200 && status < 300 && t->req->sink) {
 		t->resp->streamed = true;
@@ -445,8 +458,11 @@ int http_do(struct http_client *c, const struct http_request *req, struct http_r
 			goto out;
 		}
 		if (t.sink_error) {
-			r = err_set(err, t.sink_error, "%s %s: %s", method, url,
-				    strerror(-t.sink_error));
+			/* The sink's own message (a full disk, a bad archive) says more. */
+			if (!err || !err->msg[0])
+				err_set(err, t.sink_error, "%s %s: %s", method, url,
+					strerror(-t.sink_error));
+			r = t.sink_error;
 			goto out;
 		}
 		if (rc != CURLE_OK) {

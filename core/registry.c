@@ -457,6 +457,12 @@ int registry_list_tags(struct registry *r, struct strv *ret, struct sf_err *err)
 				free(rel);
 				if (!next)
 					rc = err_set(err, -EIO, "tag list: bad Link header");
+				/* Credentials go with the request: never to another origin. */
+				else if (!http_same_origin(r->base, next))
+					rc = err_set(
+					    err, -EPROTO,
+					    "tag list: the next page is on another host (%s)",
+					    next);
 				/* Every page must make progress: a page without tags that points
 				 * on, or a page pointing at itself, would loop forever. */
 				else if (tags.n == before || strcmp(next, url) == 0)

@@ -6,6 +6,10 @@
 
 #include "oci.h"
 
+/* Child manifests of one image index kept in memory: platforms of one stage, a handful in
+ * practice; this bounds a stage's layout to 64 x 4 MiB. */
+#define INDEX_CHILDREN_MAX 64
+
 struct registry_storage {
 	struct storage base;
 	struct registry *reg;
@@ -82,6 +86,9 @@ static int rs_describe(struct storage *st, const char *project, const char *stag
 		memcpy(l->image_id, m.config.digest, DIGEST_LEN);
 		r = add_image(l, &m);
 	}
+	if (r == 0 && m.is_index && m.n > INDEX_CHILDREN_MAX)
+		r = err_set(err, -E2BIG, "stage %s: an index of %zu images (at most %d)", stage,
+			    m.n, INDEX_CHILDREN_MAX);
 	for (size_t i = 0; r == 0 && m.is_index && i < m.n; i++) {
 		struct registry_manifest child = {0};
 		struct oci_manifest cm = {0};
@@ -90,6 +97,10 @@ static int rs_describe(struct storage *st, const char *project, const char *stag
 			r = oci_manifest_parse(child.data, child.len, child.media_type, &cm, err);
 		if (r == 0 && cm.is_index)
 			r = err_set(err, -EINVAL, "stage %s: nested image indexes", stage);
+		if (r == 0 && child.len != m.descs[i].size)
+			r = err_set(err, -EBADMSG,
+				    "stage %s: manifest %.19s is not the size its index says",
+				    stage, m.descs[i].digest);
 		if (r == 0)
 			r = stage_layout_add_blob(l, child.digest, child.len, child.data);
 		if (r == 0)

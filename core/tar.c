@@ -157,6 +157,12 @@ static int on_header(struct tar_reader *t, struct sf_err *err)
 	t->phase = BODY;
 	buf_done(&t->meta);
 
+	/* Links, devices, directories and FIFOs carry no data, whatever their size field says. */
+	if (t->type >= '1' && t->type <= '6') {
+		size = 0;
+		t->left = 0;
+		t->pad_left = 0;
+	}
 	if (t->type == 'L' || t->type == 'x' || t->type == 'g') {
 		if (size > (t->type == 'L' ? NAME_CAP : PAX_CAP))
 			return err_set(err, -EBADMSG, "tar: metadata entry too large");
@@ -169,7 +175,9 @@ static int on_header(struct tar_reader *t, struct sf_err *err)
 		/* ustar: prefix "/" name when the prefix is set */
 		const char *prefix = (const char *)h + 345, *nm = (const char *)h;
 		size_t pl = strnlen(prefix, 155), nl = strnlen(nm, 100);
-		if (memcmp(h + 257, "ustar", 5) == 0 && pl)
+		/* POSIX ustar ("ustar\0") has a prefix at 345; GNU ("ustar  ") keeps times there.
+		 */
+		if (memcmp(h + 257, "ustar", 6) == 0 && pl)
 			snprintf(name, sizeof(name), "%.*s/%.*s", (int)pl, prefix, (int)nl, nm);
 		else
 			snprintf(name, sizeof(name), "%.*s", (int)nl, nm);
@@ -200,8 +208,11 @@ static int on_body_end(struct tar_reader *t, struct sf_err *err)
 	if (t->type == '0' && t->cb.file_end)
 		r = t->cb.file_end(t->ud);
 	else if (t->type == 'L') {
+		size_t n = strnlen(t->meta.data ? t->meta.data : "", t->meta.len);
+		if (n >= NAME_CAP)
+			return err_set(err, -EBADMSG, "tar: name too long");
 		free(t->next_name);
-		t->next_name = strndup(t->meta.data ? t->meta.data : "", t->meta.len);
+		t->next_name = strndup(t->meta.data ? t->meta.data : "", n);
 		r = t->next_name ? 0 : -ENOMEM;
 	} else if (t->type == 'x') {
 		r = parse_pax(t, err);

@@ -111,6 +111,19 @@ static char *default_cache_dir(void)
 	return home_path("STAGEFS_CACHE_DIR_UNSET", ".cache/stagefs");
 }
 
+/* path as an absolute path (frees path); NULL for NULL or no memory. */
+static char *absolute(char *path)
+{
+	char cwd[4096], *out = NULL;
+
+	if (!path || path[0] == '/')
+		return path;
+	if (getcwd(cwd, sizeof(cwd)) && asprintf(&out, "%s/%s", cwd, path) < 0)
+		out = NULL;
+	free(path);
+	return out;
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -158,6 +171,9 @@ int main(int argc, char *argv[])
 		o.docker_config = home_path("DOCKER_CONFIG", ".docker");
 	if (!o.cache_dir)
 		o.cache_dir = default_cache_dir();
+	/* Without -f the daemon moves to /: relative paths must be made absolute first. */
+	o.docker_config = absolute(o.docker_config);
+	o.cache_dir = absolute(o.cache_dir);
 	if (!o.docker_config || !o.cache_dir) {
 		fprintf(stderr, "stagefs: out of memory\n");
 		goto out;

@@ -357,6 +357,8 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 		of->size = n.blob->size;
 		r = blobcache_open(fs()->blobs, fs()->st, n.project, n.info.name, n.blob,
 				   &of->reader, &err);
+		if (r == -ENOENT)
+			r = -EIO; /* the file was just found: its content going missing is I/O */
 		if (r < 0) {
 			stage_layout_unref(of->layout);
 			free(of);
@@ -388,6 +390,8 @@ static int op_read(const char *path, char *buf, size_t size, off_t off, struct f
 	while (done < size) {
 		ssize_t n = blobcache_pread(of->reader, buf + done, size - done,
 					    (uint64_t)off + done, &err);
+		if (n == -ENOENT)
+			n = -EIO; /* the storage lost a blob it listed: not "no such file" */
 		if (n < 0)
 			return fail(path, (int)n, &err);
 		if (n == 0)

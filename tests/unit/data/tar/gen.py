@@ -1,0 +1,364 @@
+#!/usr/bin/env python3
+"""Generate the tar archives of test_tar.c and their .expect files (run from anywhere).
+
+The archives are committed; this script documents how each was made and regenerates them
+byte for byte (fixed mtimes, owners and content). Each ARCHIVE.tar has ARCHIVE.expect:
+
+    file<TAB>NAME<TAB>SIZE<TAB>SHA256        a regular file, delivered whole, in archive order
+    open<TAB>NAME<TAB>SIZE<TAB>RECEIVED      a regular file begun but not ended when it failed
+    end<TAB>ok                               the archive was accepted
+    end<TAB>feed|finish<TAB>ERRNO            tar_feed / tar_finish failed with -ERRNO
+
+NAME uses the escapes of testutil.h (\\t \\n \\\\ \\xHH). valid-* archives are checked against
+Python's own tarfile reader here, unless marked below as a case where Python is wrong.
+Names starting with 'x' are known core bugs (testutil.h): the .expect states the right outcome.
+"""
+import hashlib
+import io
+import os
+import tarfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MTIME = 1589786063
+# Cases where Python's tarfile disagrees with GNU tar and Go's archive/tar (the reference here).
+PYTHON_DIFFERS = {"valid-gnu-atime-ctime"}
+
+
+def content(n, seed):
+    """n deterministic bytes."""
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out += hashlib.sha256(b"%s:%d" % (seed.encode(), i)).digest()
+        i += 1
+    return bytes(out[:n])
+
+
+def info(name, size=0, type_=tarfile.REGTYPE, **kw):
+    ti = tarfile.TarInfo(name)
+    ti.size = size
+    ti.type = type_
+    ti.mtime = MTIME
+    ti.mode = 0o755 if type_ == tarfile.DIRTYPE else 0o644
+    ti.uid = ti.gid = 1000
+    ti.uname = ti.gname = "werf"
+    for k, v in kw.items():
+        setattr(ti, k, v)
+    return ti
+
+
+class Archive:
+    """An archive under construction plus the callbacks the reader must make."""
+
+    def __init__(self, fmt, pax_global=None):
+        self.buf = io.BytesIO()
+        self.tf = tarfile.open(fileobj=self.buf, mode="w", format=fmt,
+                               pax_headers=pax_global or {})
+        self.expect = []
+
+    def file(self, name, data, **kw):
+        ti = info(name, len(data), **kw)
+        self.tf.addfile(ti, io.BytesIO(data))
+        self.expect.append(("file", name, len(data), hashlib.sha256(data).hexdigest()))
+
+    def other(self, name, type_, **kw):
+        self.tf.addfile(info(name, 0, type_, **kw))
+
+    def raw(self, data):
+        """Bytes written as they are (a crafted header or body)."""
+        assert len(data) % 512 == 0
+        self.tf.fileobj.write(data)
+        self.tf.offset += len(data)
+
+    def close(self, end_blocks=True):
+        if end_blocks:
+            self.tf.close()
+        data = self.buf.getvalue()
+        return data
+
+
+def checksum(hdr):
+    hdr = bytearray(hdr)
+    hdr[148:156] = b" " * 8
+    return bytes(hdr[:148]) + b"%06o\0 " % sum(hdr) + bytes(hdr[156:])
+
+
+def header(name, size, type_=tarfile.REGTYPE, fmt=tarfile.USTAR_FORMAT):
+    return info(name, size, type_).tobuf(fmt)
+
+
+def patch(hdr, off, data, fix_checksum=True):
+    hdr = hdr[:off] + data + hdr[off + len(data):]
+    return checksum(hdr) if fix_checksum else hdr
+
+
+def pad(data):
+    return data + b"\0" * (-len(data) % 512)
+
+
+def pax_record(key, value):
+    body = b" %s=%s\n" % (key, value)
+    n = len(body)
+    while len(b"%d" % n) + len(body) != n:
+        n = len(b"%d" % n) + len(body)
+    return b"%d%s" % (n, body)
+
+
+def pax_entry(records):
+    return header("././@PaxHeader", len(records), tarfile.XHDTYPE) + pad(records)
+
+
+def gnu_longname_entry(name_bytes):
+    return header("././@LongLink", len(name_bytes), tarfile.GNUTYPE_LONGNAME,
+                  tarfile.GNU_FORMAT) + pad(name_bytes)
+
+
+def escape(s):
+    out = []
+    for b in s.encode("utf-8", "surrogateescape"):
+        if b == 0x5C:
+            out.append("\\\\")
+        elif b == 0x09:
+            out.append("\\t")
+        elif b == 0x0A:
+            out.append("\\n")
+        elif b < 0x20 or b == 0x7F:
+            out.append("\\x%02x" % b)
+        else:
+            out.append(chr(b))
+    # re-decode multi-byte UTF-8 sequences that were emitted byte by byte
+    return "".join(out).encode("latin-1").decode("utf-8", "surrogateescape")
+
+
+def python_reads(data):
+    got = []
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tf:
+        for m in tf:
+            if m.isreg():
+                d = tf.extractfile(m).read()
+                got.append(("file", m.name, len(d), hashlib.sha256(d).hexdigest()))
+    return got
+
+
+def write(name, data, expect, end, comment):
+    if name.lstrip("x").startswith("valid-") and name not in PYTHON_DIFFERS:
+        got = python_reads(data)
+        assert got == expect, "%s: python reads %r, want %r" % (name, got, expect)
+    with open(os.path.join(HERE, name + ".tar"), "wb") as f:
+        f.write(data)
+    with open(os.path.join(HERE, name + ".expect"), "w", encoding="utf-8",
+              errors="surrogateescape", newline="\n") as f:
+        f.write("# %s (generated by gen.py)\n" % comment)
+        for e in expect:
+            f.write("%s\t%s\t%d\t%s\n" % (e[0], escape(e[1]), e[2], e[3]))
+        f.write("end\t%s\n" % end)
+
+
+def main():
+    for f in os.listdir(HERE):
+        if f.endswith(".tar") or f.endswith(".expect"):
+            os.unlink(os.path.join(HERE, f))
+
+    # ---- valid ---------------------------------------------------------------------------
+    a = Archive(tarfile.GNU_FORMAT)
+    a.file("hello.txt", b"hello, world\n")
+    a.other("dir", tarfile.DIRTYPE)
+    long1 = "dir/" + "long-name-" * 15 + "end.bin"  # 161 chars: a GNU 'L' entry
+    a.file(long1, content(700, "gnu-long"))
+    a.other("dir/link-" + "t" * 120, tarfile.SYMTYPE, linkname="target/" + "x" * 150)  # 'L'+'K'
+    a.file("dir/empty", b"")
+    a.file("dir/\u00fcn\u00efcode \u0444\u0430\u0439\u043b.txt", content(33, "gnu-utf8"))
+    a.file("d" * 100, content(100, "gnu-100"))  # name field full, no NUL, no 'L'
+    write("valid-gnu", a.close(), a.expect, "ok",
+          "GNU: long names (L), long link target (K), a 100-byte name, UTF-8, empty file")
+
+    a = Archive(tarfile.PAX_FORMAT, pax_global={"comment": "stagefs test"})
+    long2 = "/".join(["component-%02d" % i for i in range(14)]) + "/file.txt"  # > 155+100
+    a.file(long2, content(2000, "pax-long"))
+    a.file("p" * 200, content(10, "pax-200"))
+    # A pax 'size' record: the ustar size field is 0, the data is 1000 bytes.
+    ti = info("sized-by-pax.bin", 1000, pax_headers={"size": "1000"})
+    d = content(1000, "pax-size")
+    a.tf.addfile(ti, io.BytesIO(d))
+    a.expect.append(("file", "sized-by-pax.bin", 1000, hashlib.sha256(d).hexdigest()))
+    # Long name and size record at once, plus records the reader ignores.
+    name = "both/" + "q" * 150
+    ti = info(name, 513, pax_headers={"size": "513", "mtime": "1589786063.123456",
+                                      "uname": "\u0432\u0435\u0440\u0444", "comment": "x=y=z"})
+    d = content(513, "pax-both")
+    a.tf.addfile(ti, io.BytesIO(d))
+    a.expect.append(("file", name, 513, hashlib.sha256(d).hexdigest()))
+    a.other("sym", tarfile.SYMTYPE, linkname="L" * 300)
+    a.other("dir-" + "r" * 150, tarfile.DIRTYPE)
+    a.file("after-dir.txt", b"still in sync\n")
+    write("valid-pax", a.close(), a.expect, "ok",
+          "PAX: global header, long paths, a size record with size field 0, ignored records")
+
+    a = Archive(tarfile.USTAR_FORMAT)
+    a.file("p" * 60 + "/" + "q" * 60 + "/file.txt", content(77, "ustar-prefix"))
+    a.file("a" * 155 + "/" + "b" * 99, content(5, "ustar-max"))  # prefix and name both full
+    a.file("c" * 100, content(6, "ustar-100"))
+    a.file("plain.txt", b"plain\n")
+    write("valid-ustar", a.close(), a.expect, "ok", "ustar: names split into prefix and name")
+
+    a = Archive(tarfile.GNU_FORMAT)
+    for n in (0, 0, 1, 511, 512, 513, 1023, 1024, 1025, 4096, 4097, 70000, 0):
+        a.file("size-%d-%d" % (n, len(a.expect)), content(n, "size-%d" % len(a.expect)))
+    write("valid-sizes", a.close(), a.expect, "ok",
+          "empty files, 1, 511, 512, 513, ... and 70000 bytes (more than 64 KiB)")
+
+    a = Archive(tarfile.GNU_FORMAT)
+    for i in range(300):
+        a.file("many/%04d" % i, content(i % 37, "many-%d" % i))
+    write("valid-many", a.close(), a.expect, "ok", "300 small entries")
+
+    a = Archive(tarfile.GNU_FORMAT)
+    a.other("d", tarfile.DIRTYPE)
+    a.file("d/one", b"one\n")
+    a.other("d/sym", tarfile.SYMTYPE, linkname="one")
+    a.other("d/hard", tarfile.LNKTYPE, linkname="d/one")
+    a.other("d/fifo", tarfile.FIFOTYPE)
+    a.other("d/chr", tarfile.CHRTYPE, devmajor=1, devminor=3)
+    a.other("d/blk", tarfile.BLKTYPE, devmajor=8, devminor=0)
+    a.file("d/contiguous", content(600, "cont"), type_=tarfile.CONTTYPE)
+    a.file("d/old-regular", content(20, "areg"), type_=tarfile.AREGTYPE)
+    a.other("d/sub", tarfile.DIRTYPE)
+    a.file("d/two", b"two\n")
+    write("valid-skip", a.close(), a.expect, "ok",
+          "directories, links, devices, FIFOs skipped; types '7' and NUL are regular files")
+
+    a = Archive(tarfile.GNU_FORMAT)
+    a.file("before-end.txt", content(100, "trail"))
+    data = a.close()
+    end = data.index(b"\0" * 1024, 512 + 512)  # header + padded body, then the end blocks
+    junk = header("after-end.txt", 3) + pad(b"bad") + content(1000, "junk")
+    write("valid-trailing-data", data[:end + 1024] + junk, a.expect, "ok",
+          "a header and junk after the two end blocks are ignored")
+
+    a = Archive(tarfile.GNU_FORMAT)
+    a.file("one.txt", b"1")
+    a.file("two.txt", content(512, "noend"))
+    write("valid-no-end-blocks", a.close(end_blocks=False), a.expect, "ok",
+          "ends at an entry boundary without end blocks")
+
+    a = Archive(tarfile.GNU_FORMAT)
+    write("valid-empty", a.close(), a.expect, "ok", "only end blocks")
+
+    a = Archive(tarfile.GNU_FORMAT)
+    a.file("n" * 4095, content(9, "4095"))  # 'L' body: 4095 chars + NUL = 4096 bytes
+    write("valid-gnu-longname-4095", a.close(), a.expect, "ok", "the longest GNU name (4 KiB cap)")
+
+    a = Archive(tarfile.PAX_FORMAT)
+    a.file("m" * 4095, content(9, "p4095"))
+    write("valid-pax-path-4095", a.close(), a.expect, "ok", "the longest pax path (4 KiB cap)")
+
+    # Numeric field encodings other tars write.
+    d = content(600, "b256")
+    # The checksum written as " NNNNNN\0" (a leading space, no trailing one: old tars).
+    chk = bytearray(header("chk.bin", 2))
+    chk[148:156] = b" " * 8
+    chk[148:156] = b" %06o\0" % sum(chk)
+    data = (patch(header("base256.bin", 600), 124, b"\x80" + (600).to_bytes(11, "big")) + pad(d)
+            + patch(header("spaces.bin", 3), 124, b"         3 \0") + pad(b"abc")
+            + patch(header("nul-size.bin", 0), 124, b"\0" * 12)
+            + bytes(chk) + pad(b"ok") + b"\0" * 1024)
+    expect = [("file", "base256.bin", 600, hashlib.sha256(d).hexdigest()),
+              ("file", "spaces.bin", 3, hashlib.sha256(b"abc").hexdigest()),
+              ("file", "nul-size.bin", 0, hashlib.sha256(b"").hexdigest()),
+              ("file", "chk.bin", 2, hashlib.sha256(b"ok").hexdigest())]
+    write("valid-numeric-fields", data, expect, "ok",
+          "a base-256 size, a space-padded size, an all-NUL size, a space-padded checksum")
+
+    # GNU headers keep atime/ctime where ustar has the prefix: GNU tar and Go ignore it there.
+    hdr = patch(header("atime.txt", 4, fmt=tarfile.GNU_FORMAT), 345,
+                b"%011o\0%011o\0" % (MTIME, MTIME))
+    data = hdr + pad(b"time") + b"\0" * 1024
+    write("valid-gnu-atime-ctime", data,
+          [("file", "atime.txt", 4, hashlib.sha256(b"time").hexdigest())], "ok",
+          "GNU header with atime/ctime (tar -G): bytes 345.. are not a ustar prefix")
+
+    # POSIX: no data follows a directory, link, device or FIFO header whatever its size says.
+    data = (patch(header("dir-with-size/", 0, tarfile.DIRTYPE), 124, b"%011o\0" % 1024)
+            + header("after.txt", 5) + pad(b"after") + b"\0" * 1024)
+    write("valid-dir-with-size", data,
+          [("file", "after.txt", 5, hashlib.sha256(b"after").hexdigest())], "ok",
+          "a directory header with a size: no data follows it (POSIX, Go, GNU tar, Python)")
+
+    # ---- invalid -------------------------------------------------------------------------
+    one = content(100, "one")
+    one_e = ("file", "one.txt", 100, hashlib.sha256(one).hexdigest())
+    first = header("one.txt", 100) + pad(one)
+    two = content(1000, "two")
+
+    bad = bytearray(header("two.txt", 1000))
+    bad[0] ^= 0x20  # "Two.txt": the checksum no longer matches
+    write("invalid-bad-checksum", first + bytes(bad) + pad(two) + b"\0" * 1024, [one_e],
+          "feed\tEBADMSG", "second header's checksum does not match")
+    hdr = header("one.txt", 100)
+    chk = int(hdr[148:154], 8)
+    write("invalid-checksum-off-by-one", hdr[:148] + b"%06o\0 " % (chk + 1) + hdr[156:] + pad(one),
+          [], "feed\tEBADMSG", "checksum field one more than the sum")
+    write("invalid-checksum-junk", patch(header("one.txt", 100), 148, b"12a45\0 ", False)
+          + pad(one), [], "feed\tEBADMSG", "checksum field not octal")
+
+    full = first + header("two.txt", 1000) + pad(two) + b"\0" * 1024
+    write("invalid-truncated-header", full[:1024 + 300], [one_e], "finish\tEBADMSG",
+          "ends 300 bytes into the second header")
+    write("invalid-truncated-body", full[:1024 + 512 + 600],
+          [one_e, ("open", "two.txt", 1000, 600)], "finish\tEBADMSG",
+          "ends 600 bytes into a 1000-byte body")
+    write("invalid-truncated-padding", full[:1024 + 512 + 1000 + 10],
+          [one_e, ("file", "two.txt", 1000, hashlib.sha256(two).hexdigest())], "finish\tEBADMSG",
+          "ends inside the padding after the last body")
+    write("invalid-truncated-one-byte", full[:1], [], "finish\tEBADMSG", "a single byte")
+    write("invalid-truncated-longname",
+          gnu_longname_entry(b"z" * 700 + b"\0")[:512 + 100], [], "finish\tEBADMSG",
+          "ends inside a GNU long name")
+
+    for suffix, field in (("junk", b"0000000012x\0"), ("digit-8", b"00000000018\0"),
+                          ("inner-space", b"0000 000012\0"), ("sign", b"-0000000012\0")):
+        write("invalid-size-" + suffix, first + patch(header("two.txt", 10), 124, field)
+              + pad(b"0123456789"), [one_e], "feed\tEBADMSG", "size field %r" % field)
+    write("invalid-size-base256-overflow",
+          patch(header("big", 0), 124, b"\x80\0\0\x01" + b"\xff" * 8) + b"\0" * 1024, [],
+          "feed\tEBADMSG", "base-256 size of 2^64 + ...: does not fit 64 bits")
+    write("invalid-size-base256-negative",
+          patch(header("neg", 0), 124, b"\xff" * 12) + b"\0" * 1024, [],
+          "feed\tEBADMSG", "base-256 size of -1")
+
+    write("invalid-gnu-longname-4096", gnu_longname_entry(b"n" * 4096 + b"\0")
+          + header("short", 1) + pad(b"x") + b"\0" * 1024, [], "feed\tEBADMSG",
+          "GNU long name of 4096 chars (4097 bytes with the NUL): over the 4 KiB cap")
+    write("invalid-gnu-longname-64k", gnu_longname_entry(b"n" * 65536 + b"\0")
+          + header("short", 1) + pad(b"x") + b"\0" * 1024, [], "feed\tEBADMSG",
+          "GNU long name of 64 KiB")
+    write("invalid-gnu-longname-4096-no-nul", gnu_longname_entry(b"n" * 4096)
+          + header("short", 1) + pad(b"x") + b"\0" * 1024, [], "feed\tEBADMSG",
+          "GNU long name body of 4096 bytes without a NUL: a 4096-char name, over the cap")
+    write("invalid-pax-path-4096", pax_entry(pax_record(b"path", b"m" * 4096))
+          + header("short", 1) + pad(b"x") + b"\0" * 1024, [], "feed\tEBADMSG",
+          "pax path of 4096 chars: over the 4 KiB cap")
+    write("invalid-pax-header-too-large",
+          pax_entry(pax_record(b"comment", b"c" * 70000)) + header("short", 1) + pad(b"x")
+          + b"\0" * 1024, [], "feed\tEBADMSG", "a pax header of 70000 bytes (cap 64 KiB)")
+
+    for suffix, rec, why in (
+            ("too-long", b"99 path=abc\n", "longer than the header"),
+            ("too-short", b"9 path=abc\n", "record does not end in a newline"),
+            ("zero", b"0 path=abc\n", "length 0"),
+            ("not-a-number", b"x path=abc\n", "no length"),
+            ("no-space", b"12path=abc\n", "no space after the length"),
+            ("no-equals", b"11 pathabc\n", "no '='"),
+            ("huge", b"184467440737095516160 path=a\n", "length beyond 64 bits"),
+            ("negative", b"-12 path=abc\n", "negative length")):
+        write("invalid-pax-length-" + suffix, pax_entry(rec) + header("short", 1) + pad(b"x")
+              + b"\0" * 1024, [], "feed\tEBADMSG", "pax record " + why)
+    for suffix, val in (("junk", b"12a"), ("overflow", b"18446744073709551616"),
+                        ("negative", b"-1"), ("hex", b"0x10")):
+        write("invalid-pax-size-" + suffix, pax_entry(pax_record(b"size", val))
+              + header("short", 1) + pad(b"x") + b"\0" * 1024, [], "feed\tEBADMSG",
+              "pax size record %r" % val)
+
+
+if __name__ == "__main__":
+    main()
