@@ -107,27 +107,26 @@ timed docker_images bash -c "/usr/bin/docker images --filter reference='werf-sta
 
 for m in reg tags local local200; do h_umount "$H_TMP/$m"; done
 
-cat <<REPORT
-
-stagefs benchmark: ${SIZE_MB} MB stage (4 layers), $((TAGS + 1)) tags, ${LOCAL_STAGES} local stages
-$(nproc) cores, $(uname -r)
-
-registry                                   seconds   ratio
-  cp -r through the mount, cold cache      ${T[fs_cold]}
-  cp -r through the mount, warm cache      ${T[fs_warm]}
-  skopeo copy docker:// dir:               ${T[skopeo]}     stagefs cold / skopeo = $(ratio fs_cold skopeo)
-  curl of the same blobs                   ${T[curl]}     stagefs cold / curl   = $(ratio fs_cold curl)
-  docker pull                              ${T[docker_pull]}     stagefs cold / pull   = $(ratio fs_cold docker_pull)
-  ls of $((TAGS + 1)) stages (cold)               ${T[ls_tags]}     / skopeo list-tags = $(ratio ls_tags skopeo_tags)
-  ls -l of $((TAGS + 1)) stages                   ${T[ls_l_tags]}
-  skopeo list-tags                         ${T[skopeo_tags]}
-  daemon peak RSS                          $((REG_RSS / 1024)) MiB
-
-:local
-  cp -r through the mount, cold (export)   ${T[local_cold]}     stagefs cold / docker save = $(ratio local_cold docker_save)
-  cp -r through the mount, warm            ${T[local_warm]}     stagefs warm / docker save = $(ratio local_warm docker_save)
-  docker save                              ${T[docker_save]}
-  ls -l of ${LOCAL_STAGES} stages                    ${T[ls_l_local]}     / docker images = $(ratio ls_l_local docker_images)
-  docker images (filtered)                 ${T[docker_images]}
-  daemon peak RSS                          $((LOC_RSS / 1024)) MiB
-REPORT
+row() { printf '  %-42s %8s   %s\n' "$1" "$2" "${3:-}"; }
+echo
+echo "stagefs benchmark: ${SIZE_MB} MB stage (4 layers), $((TAGS + 1)) tags, ${LOCAL_STAGES} local stages"
+echo "$(nproc) cores, $(uname -r); wall-clock seconds of one run each; ratio < 1: stagefs is faster"
+echo
+printf '%-44s %8s   %s\n' registry seconds ratio
+row "cp -r through the mount, cold cache" "${T[fs_cold]}"
+row "cp -r through the mount, warm cache" "${T[fs_warm]}"
+row "skopeo copy docker:// dir:" "${T[skopeo]}" "stagefs cold / skopeo = $(ratio fs_cold skopeo)"
+row "curl of the same blobs" "${T[curl]}" "stagefs cold / curl = $(ratio fs_cold curl)"
+row "docker pull (image absent)" "${T[docker_pull]}" "stagefs cold / docker pull = $(ratio fs_cold docker_pull)"
+row "ls of $((TAGS + 1)) stages (cold)" "${T[ls_tags]}" "/ skopeo list-tags = $(ratio ls_tags skopeo_tags)"
+row "ls -l of $((TAGS + 1)) stages" "${T[ls_l_tags]}"
+row "skopeo list-tags" "${T[skopeo_tags]}"
+row "daemon peak RSS (MiB)" "$((REG_RSS / 1024))"
+echo
+printf '%-44s %8s   %s\n' :local seconds ratio
+row "cp -r through the mount, cold (export)" "${T[local_cold]}" "stagefs cold / docker save = $(ratio local_cold docker_save)"
+row "cp -r through the mount, warm" "${T[local_warm]}" "stagefs warm / docker save = $(ratio local_warm docker_save)"
+row "docker save" "${T[docker_save]}"
+row "ls -l of ${LOCAL_STAGES} stages (cold)" "${T[ls_l_local]}" "/ docker images = $(ratio ls_l_local docker_images)"
+row "docker images (filtered)" "${T[docker_images]}"
+row "daemon peak RSS (MiB)" "$((LOC_RSS / 1024))"
