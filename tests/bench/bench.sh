@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # stagefs benchmark: one run, same machine, everything against its usual tool, as ratios.
 #
-#   bash tests/bench/bench.sh            (root, Debian 12; builds first; ~3 minutes)
-#   SIZE_MB=300 TAGS=2000 LOCAL_STAGES=200 bash tests/bench/bench.sh
+#   bash tests/bench/bench.sh            (root, Debian 12; builds first; ~5 minutes)
+#   SIZE_MB=300 TAGS=2000 LOCAL_STAGES=200 REPEAT=3 bash tests/bench/bench.sh
 #
 # Registry: reading a SIZE_MB stage (4 gzip layers) through the mount with cp, cold and warm,
 # against `skopeo copy docker://... dir:`, a plain curl of the same blobs, and docker pull;
 # `ls` / `ls -l` of a repository with TAGS stage tags against `skopeo list-tags`.
 # :local: reading the same stage through the mount (export + read) against `docker save`;
 # `ls -l` of a project with LOCAL_STAGES stages. Peak RSS of each daemon is reported.
-# Ratios below 1 mean stagefs is faster. Times are wall-clock seconds of one run each.
+# Ratios below 1 mean stagefs is faster. Times are wall-clock seconds, the median of REPEAT
+# runs; the page cache is dropped before each, and every cold stagefs run is a new mount with
+# an empty cache.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash tools/deps.sh
@@ -23,19 +25,23 @@ h_start_registry
 SIZE_MB=${SIZE_MB:-300}
 TAGS=${TAGS:-2000}
 LOCAL_STAGES=${LOCAL_STAGES:-200}
+REPEAT=${REPEAT:-3}
 LAYER=$((SIZE_MB * 1024 * 1024 / 4))
 REPO=$REGISTRY/bench/stages
-declare -A T
+declare -A T S
 
 now() { printf '%s' "${EPOCHREALTIME/,/.}"; }
-timed() { # NAME CMD...: run CMD, store its wall time in T[NAME]
-	local name=$1 a b
+timed() { # NAME CMD...: run CMD; T[NAME] is the median of its runs so far
+	local name=$1 a b t
 	shift
 	a=$(now)
 	"$@"
 	b=$(now)
-	T[$name]=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", b - a }')
-	h_log "$name: ${T[$name]} s"
+	t=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", b - a }')
+	S[$name]="${S[$name]:-} $t"
+	T[$name]=$(tr ' ' '\n' <<<"${S[$name]}" | grep . | sort -n |
+		awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+	h_log "$name: $t s"
 }
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 ratio() { awk -v a="${T[$1]}" -v b="${T[$2]}" 'BEGIN { printf "%.2f", a / b }'; }
@@ -44,19 +50,6 @@ peak_kb() { awk '/VmHWM/ { print $2 }' "/proc/$1/status"; }
 h_log "building a ${SIZE_MB} MB stage (4 layers)"
 read -r STAGE ID < <(h_make_stage bench --layers 4 --layer-size "$LAYER" --seed 7)
 h_push_stage bench "$STAGE" "$REPO" >/dev/null
-
-# --- registry: read a big stage -------------------------------------------------------
-h_mount "$REPO" "$H_TMP/reg" -o ttl=600
-REGPID=$H_MOUNT_PID
-drop
-timed fs_cold cp -r "$H_TMP/reg/$STAGE" "$H_TMP/out-cold"
-drop
-timed fs_warm cp -r "$H_TMP/reg/$STAGE" "$H_TMP/out-warm"
-REG_RSS=$(peak_kb "$REGPID")
-rm -rf "$H_TMP/out-cold" "$H_TMP/out-warm"
-drop
-timed skopeo skopeo copy -q --src-tls-verify=false "docker://$REPO:$STAGE" "dir:$H_TMP/skopeo-dir"
-rm -rf "$H_TMP/skopeo-dir"
 manifest=$(curl -sf -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "http://$REGISTRY/v2/bench/stages/manifests/$STAGE")
 curl_all() {
 	local d
@@ -67,50 +60,76 @@ curl_all() {
 		curl -sf -o "$H_TMP/curl/${d#sha256:}" "http://$REGISTRY/v2/bench/stages/blobs/$d"
 	done
 }
-drop
-timed curl curl_all
-rm -rf "$H_TMP/curl"
-# docker pull from scratch: the image must be gone locally first; it comes back tagged.
-h_docker rmi "$REPO:$STAGE" "werf-stages-storage/bench:$STAGE" >/dev/null
-drop
-timed docker_pull h_docker pull -q "$REPO:$STAGE"
-h_docker tag "$REPO:$STAGE" "werf-stages-storage/bench:$STAGE"
-[[ "$(h_docker image inspect --format '{{.Id}}' "$REPO:$STAGE")" == "$ID" ]] || h_fail "pulled image differs"
+
+for i in $(seq "$REPEAT"); do
+	h_log "round $i of $REPEAT"
+	# registry: a new mount with an empty cache each round
+	h_mount "$REPO" "$H_TMP/reg$i" -o ttl=600
+	drop
+	timed fs_cold cp -r "$H_TMP/reg$i/$STAGE" "$H_TMP/out-cold"
+	drop
+	timed fs_warm cp -r "$H_TMP/reg$i/$STAGE" "$H_TMP/out-warm"
+	REG_RSS=$(peak_kb "$H_MOUNT_PID")
+	rm -rf "$H_TMP/out-cold" "$H_TMP/out-warm"
+	h_umount "$H_TMP/reg$i"
+	drop
+	timed skopeo skopeo copy -q --src-tls-verify=false "docker://$REPO:$STAGE" "dir:$H_TMP/skopeo-dir"
+	rm -rf "$H_TMP/skopeo-dir"
+	drop
+	timed curl curl_all
+	rm -rf "$H_TMP/curl"
+	# docker pull from scratch: the image must be gone locally first; it comes back tagged.
+	h_docker rmi "$REPO:$STAGE" "werf-stages-storage/bench:$STAGE" >/dev/null
+	drop
+	timed docker_pull h_docker pull -q "$REPO:$STAGE"
+	h_docker tag "$REPO:$STAGE" "werf-stages-storage/bench:$STAGE"
+	[[ "$(h_docker image inspect --format '{{.Id}}' "$REPO:$STAGE")" == "$ID" ]] ||
+		h_fail "pulled image differs"
+	# :local: a new mount with an empty export cache each round
+	h_mount :local "$H_TMP/local$i" -o project=bench -o ttl=600
+	drop
+	timed local_cold cp -r "$H_TMP/local$i/$STAGE" "$H_TMP/out-local"
+	drop
+	timed local_warm cp -r "$H_TMP/local$i/$STAGE" "$H_TMP/out-local2"
+	LOC_RSS=$(peak_kb "$H_MOUNT_PID")
+	rm -rf "$H_TMP/out-local" "$H_TMP/out-local2"
+	h_umount "$H_TMP/local$i"
+	drop
+	timed docker_save h_docker save -o "$H_TMP/save.tar" "werf-stages-storage/bench:$STAGE"
+	rm -f "$H_TMP/save.tar"
+done
 
 # --- registry: a repository with many tags --------------------------------------------
 python3 "$H_LIB/mktags.py" "$REGISTRY" bench/stages "$STAGE" "$TAGS" >/dev/null
-h_mount "$REPO" "$H_TMP/tags" -o ttl=600
-timed ls_tags bash -c "ls '$H_TMP/tags' | wc -l >/dev/null"
-timed ls_l_tags bash -c "ls -l '$H_TMP/tags' >/dev/null"
-timed skopeo_tags bash -c "skopeo list-tags --tls-verify=false 'docker://$REPO' >/dev/null"
-n=$(ls "$H_TMP/tags" | wc -l)
-[[ "$n" == $((TAGS + 1)) ]] || h_fail "listed $n stages, expected $((TAGS + 1))"
+for i in $(seq "$REPEAT"); do
+	h_mount "$REPO" "$H_TMP/tags$i" -o ttl=600
+	timed ls_tags bash -c "ls '$H_TMP/tags$i' | wc -l >/dev/null"
+	timed ls_l_tags bash -c "ls -l '$H_TMP/tags$i' >/dev/null"
+	timed skopeo_tags bash -c "skopeo list-tags --tls-verify=false 'docker://$REPO' >/dev/null"
+	n=$(ls "$H_TMP/tags$i" | wc -l)
+	[[ "$n" == $((TAGS + 1)) ]] || h_fail "listed $n stages, expected $((TAGS + 1))"
+	h_umount "$H_TMP/tags$i"
+done
 
-# --- :local ---------------------------------------------------------------------------
-h_mount :local "$H_TMP/local" -o project=bench -o ttl=600
-LOCPID=$H_MOUNT_PID
-drop
-timed local_cold cp -r "$H_TMP/local/$STAGE" "$H_TMP/out-local"
-drop
-timed local_warm cp -r "$H_TMP/local/$STAGE" "$H_TMP/out-local2"
-LOC_RSS=$(peak_kb "$LOCPID")
-rm -rf "$H_TMP/out-local" "$H_TMP/out-local2"
-drop
-timed docker_save h_docker save -o "$H_TMP/save.tar" "werf-stages-storage/bench:$STAGE"
-rm -f "$H_TMP/save.tar"
+# --- :local: a project with many stages ----------------------------------------------
 for i in $(seq 1 $((LOCAL_STAGES - 1))); do
 	h_docker tag "$ID" "werf-stages-storage/bench:$(printf 'b-%d' "$i" | sha224sum | cut -c1-56)-$((1600000200000 + i))"
 done
-h_mount :local "$H_TMP/local200" -o project=bench -o ttl=600
-timed ls_l_local bash -c "ls -l '$H_TMP/local200' >/dev/null"
-timed docker_images bash -c "/usr/bin/docker images --filter reference='werf-stages-storage/bench' --filter label=werf=bench >/dev/null"
+for i in $(seq "$REPEAT"); do
+	h_mount :local "$H_TMP/local200-$i" -o project=bench -o ttl=600
+	timed ls_l_local bash -c "ls -l '$H_TMP/local200-$i' >/dev/null"
+	timed docker_images bash -c "/usr/bin/docker images --filter reference='werf-stages-storage/bench' --filter label=werf=bench >/dev/null"
+	h_umount "$H_TMP/local200-$i"
+done
 
-for m in reg tags local local200; do h_umount "$H_TMP/$m"; done
-
+for k in fs_cold fs_warm skopeo curl docker_pull ls_tags ls_l_tags skopeo_tags local_cold \
+	local_warm docker_save ls_l_local docker_images; do
+	[[ -n "${T[$k]:-}" ]] || h_fail "no measurement for $k"
+done
 row() { printf '  %-42s %8s   %s\n' "$1" "$2" "${3:-}"; }
 echo
 echo "stagefs benchmark: ${SIZE_MB} MB stage (4 layers), $((TAGS + 1)) tags, ${LOCAL_STAGES} local stages"
-echo "$(nproc) cores, $(uname -r); wall-clock seconds of one run each; ratio < 1: stagefs is faster"
+echo "$(nproc) cores, $(uname -r); wall-clock seconds, median of $REPEAT runs; ratio < 1: stagefs is faster"
 echo
 printf '%-44s %8s   %s\n' registry seconds ratio
 row "cp -r through the mount, cold cache" "${T[fs_cold]}"

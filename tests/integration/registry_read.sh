@@ -17,6 +17,26 @@ h_push_record myproject managed-image __nameless__ "$REPO"
 h_docker tag "werf-stages-storage/myproject:$S3" "$REPO:latest"
 h_docker push "$REPO:latest" >/dev/null
 
+# Bad arguments: exit 2 with the reason, nothing mounted.
+bin=$(_h_stagefs_bin)
+mkdir -p "$H_TMP/never"
+for bad in "$REGISTRY/Web/Stages" "$REGISTRY/web/stages:latest" "https://$REGISTRY/web" "$REGISTRY/web//stages"; do
+	rc=0
+	out=$("$bin" -f "$bad" "$H_TMP/never" 2>&1) || rc=$?
+	assert_eq 2 "$rc" "exit status for '$bad'"
+	assert_contains "$out" "stagefs: " "a reason for '$bad'"
+done
+rc=0
+out=$("$bin" -f "$REPO" 2>&1) || rc=$?
+assert_eq 2 "$rc" "exit status without a mount point"
+assert_eq "stagefs: need STORAGE and MOUNTPOINT (see --help)" "$out" "message"
+rc=0
+out=$("$bin" -f 127.0.0.1:1/web/stages "$H_TMP/never" 2>&1) || rc=$?
+assert_eq 1 "$rc" "exit status for a registry that is not there"
+assert_contains "$out" "registry 127.0.0.1:1 unreachable" "message"
+if mountpoint -q "$H_TMP/never"; then h_fail "a failed mount left a mount behind"; fi
+h_pass "bad arguments and an unreachable registry fail with the reason"
+
 MNT=$H_TMP/mnt
 h_mount "$REPO" "$MNT" -o ttl=1
 
