@@ -148,6 +148,7 @@ struct transfer {
 	size_t header_bytes;
 	int sink_error;
 	bool too_big;
+	char errbuf[CURL_ERROR_SIZE]; /* curl's detailed reason for a failure */
 	uint64_t skip; /* bytes to drop: a server that ignored our Range answered 200 */
 	bool range_checked;
 	bool skip_set;
@@ -420,6 +421,7 @@ static CURLcode perform_once(struct http_client *c, const struct http_request *r
 		}
 	}
 
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, t->errbuf);
 	rc = curl_easy_perform(h);
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
 out:
@@ -471,8 +473,12 @@ int http_do(struct http_client *c, const struct http_request *req, struct http_r
 				backoff *= 2;
 				continue;
 			}
-			r = err_set(err, err_from_curl(rc), "%s %s: %s", method, url,
-				    curl_easy_strerror(rc));
+			r = err_set(err, err_from_curl(rc), "%s %s: %s%s", method, url,
+				    t.errbuf[0] ? t.errbuf : curl_easy_strerror(rc),
+				    rc == CURLE_PEER_FAILED_VERIFICATION
+					    ? " (not a trusted certificate: add its CA to the system "
+					      "store, or use -o insecure)"
+					    : "");
 			goto out;
 		}
 		if (retryable_status(ret->status) && tries < c->opts.max_tries) {
