@@ -113,6 +113,20 @@ assert_eq "$(printf '%s\n' "$S1" "$S2" "$S4" | sort)" "$(ls "$MNT")" "listing af
 assert_errno ENOENT stat "$MNT/$S3"
 h_pass "deleted stage disappears and a new one appears after the ttl"
 
+# One connection pool: the requests so far went over a few kept-alive connections.
+ours=$(grep 'msg="response completed"' "$H_TMP/log/registry-1.log" | grep 'useragent=stagefs' || true)
+reqs=$(grep -c . <<<"$ours")
+conns=$(sed -n 's/.*remoteaddr="\([^"]*\)".*/\1/p' <<<"$ours" | sort -u | wc -l)
+h_log "stagefs made $reqs requests over $conns connections"
+((reqs >= 10 && conns * 4 <= reqs)) || h_fail "$reqs requests over $conns connections: no reuse"
+h_pass "requests reuse connections ($reqs requests, $conns connections)"
+# Streaming reads: each blob was fetched once, however many reads cp, sha256sum and skopeo made.
+gets=$(grep '"GET /v2/web/catalog/myproject/stages/blobs/' "$H_TMP/log/registry-1.log" | grep '"stagefs/' |
+	sed 's/.*blobs\/\(sha256:[0-9a-f]*\).*/\1/' | sort)
+assert_ne "" "$gets" "blob requests seen"
+assert_eq "" "$(uniq -d <<<"$gets")" "no blob fetched twice"
+h_pass "one GET per blob, not per read ($(wc -l <<<"$gets") blobs)"
+
 # A second read costs no network: a mount with a long ttl reads its cached blobs with the
 # registry gone; what needs the registry fails with EIO (never ENOENT) and the log says why.
 MNT2=$H_TMP/mnt2
