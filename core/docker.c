@@ -41,10 +41,10 @@ int docker_version_cmp(const char *a, const char *b)
 /* Map a transport failure to a sentence about the daemon. */
 static int unreachable(struct docker *d, int r, struct sf_err *err)
 {
-	if (d->socket_path && access(d->socket_path, F_OK) < 0)
+	if (d->socket_path && access(d->socket_path, F_OK) < 0 && errno != EACCES)
 		return err_set(err, -EIO, "no Docker daemon socket at %s (is dockerd running?)",
 			       d->host_url);
-	if (d->socket_path && access(d->socket_path, R_OK | W_OK) < 0)
+	if (d->socket_path && access(d->socket_path, R_OK | W_OK) < 0 && errno == EACCES)
 		return err_set(err, -EACCES,
 			       "permission denied on the Docker socket %s (run as root or join "
 			       "the docker group)",

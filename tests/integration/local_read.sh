@@ -32,7 +32,17 @@ rc=0
 out=$("$(_h_stagefs_bin)" -f -o docker_host=ssh://example :local "$H_TMP" 2>&1) || rc=$?
 assert_eq 1 "$rc" "exit status for a bad docker_host"
 assert_contains "$out" "use unix:///path/to/docker.sock or tcp://host:port" "message"
-h_pass "a missing daemon or a bad docker_host fails the mount with the reason"
+# A user who may not use the socket: EACCES-worthy words, exit 1, before anything mounts.
+nobody_dir=$(mktemp -d /tmp/sfs-nobody.XXXXXX)
+chmod 1777 "$nobody_dir"
+h_on_cleanup "rm -rf '$nobody_dir'"
+rc=0
+out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$(_h_stagefs_bin)" -f \
+	-o cache_dir="$nobody_dir/cache" -o docker_host="$DOCKER_HOST" :local "$nobody_dir" 2>&1) || rc=$?
+assert_eq 1 "$rc" "exit status without access to the socket"
+assert_eq "stagefs: permission denied on the Docker socket $DOCKER_HOST (run as root or join the docker group)" \
+	"$out" "message"
+h_pass "a missing daemon, a bad docker_host or a socket we may not use fails the mount with the reason"
 
 MNT=$H_TMP/mnt
 h_mount :local "$MNT" -o ttl=1
@@ -127,6 +137,20 @@ assert_eq 0 "$(ls "$(sed -n 's/.*cache_dir=\([^ ]*\).*/\1/p' "$(h_mount_log "$H_
 h_pass "200 stages list"
 h_umount "$H_TMP/many"
 h_umount "$H_TMP/mnt2"
+
+# The export cache is capped: exporting a bigger image evicts the least recently used image's
+# layers (not those another image still has), and a later read exports again, same bytes.
+read -r G1 IG1 < <(h_make_stage gamma --layers 2 --layer-size 700000 --seed 47)
+h_mount :local "$H_TMP/small" -o cache_size=1
+small_cache=$(sed -n 's/.*cache_dir=\([^ ]*\).*/\1/p' "$(h_mount_log "$H_TMP/small")" | head -1)
+sum_a1=$(cat "$H_TMP/small/alpha/$A1"/blobs/sha256/* | sha256sum)
+a1_layers=$(m=$(jq -r '.manifests[0].digest' "$H_TMP/small/alpha/$A1/index.json"); jq -r '.layers[].digest' "$H_TMP/small/alpha/$A1/blobs/sha256/${m#sha256:}")
+for l in $a1_layers; do assert_exists "$small_cache/docker/blobs/${l#sha256:}"; done
+cat "$H_TMP/small/gamma/$G1"/blobs/sha256/* >/dev/null
+for l in $a1_layers; do assert_not_exists "$small_cache/docker/blobs/${l#sha256:}"; done
+assert_eq "$sum_a1" "$(cat "$H_TMP/small/alpha/$A1"/blobs/sha256/* | sha256sum)" "re-exported bytes"
+h_pass "the export cache is capped: LRU eviction, then a new export gives the same bytes"
+h_umount "$H_TMP/small"
 
 # The daemon goes away while mounted: EIO with a logged reason, no hang, no crash.
 kill "$(cat "$H_DOCKERD_DIR/pid")"
