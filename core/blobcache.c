@@ -145,6 +145,20 @@ static void entry_free(struct entry *e)
 	free(e);
 }
 
+/* Forget a finished, unreferenced blob (and delete its file when unlink_file). Lock held. */
+static void entry_drop(struct blobcache *bc, struct entry *e, bool unlink_file)
+{
+	if (unlink_file) {
+		char path[4096];
+		path_of(bc, e->hex, path, sizeof(path));
+		unlink(path);
+	}
+	bc->total -= e->size;
+	lru_unlink(bc, e);
+	table_remove(bc, e);
+	entry_free(e);
+}
+
 /* Evict least recently used, unreferenced READY blobs until under the cap. Lock held. */
 static void evict(struct blobcache *bc)
 {
@@ -152,15 +166,8 @@ static void evict(struct blobcache *bc)
 
 	while (e && bc->total > bc->max_bytes) {
 		struct entry *prev = e->prev;
-		if (e->refs == 0) {
-			char path[4096];
-			path_of(bc, e->hex, path, sizeof(path));
-			unlink(path);
-			bc->total -= e->size;
-			lru_unlink(bc, e);
-			table_remove(bc, e);
-			entry_free(e);
-		}
+		if (e->refs == 0)
+			entry_drop(bc, e, true);
 		e = prev;
 	}
 }
@@ -387,12 +394,7 @@ int blobcache_open(struct blobcache *bc, struct storage *st, const char *project
 	}
 	if (e && e->state == READY && e->size != blob->size && e->refs == 0) {
 		/* Left on disk with another size: not this blob's content. Fetch it again. */
-		path_of(bc, hex, path, sizeof(path));
-		unlink(path);
-		bc->total -= e->size;
-		lru_unlink(bc, e);
-		table_remove(bc, e);
-		entry_free(e);
+		entry_drop(bc, e, true);
 		e = NULL;
 	}
 	if (e && e->state == READY && e->fd < 0) {
@@ -400,10 +402,7 @@ int blobcache_open(struct blobcache *bc, struct storage *st, const char *project
 		e->fd = open(path, O_RDONLY | O_CLOEXEC);
 		if (e->fd < 0) {
 			/* Gone from disk (another daemon evicted it): fetch again. */
-			bc->total -= e->size;
-			lru_unlink(bc, e);
-			table_remove(bc, e);
-			entry_free(e);
+			entry_drop(bc, e, false);
 			e = NULL;
 		}
 	}
