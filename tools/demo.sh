@@ -9,6 +9,7 @@ bash tools/deps.sh
 [[ -f build/build.ninja ]] || meson setup build >/dev/null
 ninja -C build >/dev/null
 export STAGEFS=$PWD/build/fs/stagefs
+H_NO_SUMMARY=1
 . tests/lib/harness.sh
 h_init
 h_start_dockerd

@@ -17,6 +17,7 @@ cd "$(dirname "$0")/../.."
 bash tools/deps.sh
 [[ -x build/fs/stagefs ]] || { meson setup build >/dev/null; }
 ninja -C build >/dev/null
+H_NO_SUMMARY=1
 . tests/lib/harness.sh
 h_init
 h_start_dockerd

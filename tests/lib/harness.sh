@@ -25,7 +25,8 @@
 # h_make_record print their result and are meant for $(...) / read < <(...).
 #
 # Output: "ok N - NAME" per h_pass; at exit "SCRIPT: P passed, F failed" (and "not ok - WHY"
-# before it on failure). H_TAP=1 also prints a TAP plan "1..N" at the end.
+# before it on failure; a script that ends with no passed check fails). H_NO_SUMMARY=1 (demo,
+# benchmark) prints no verdict. H_TAP=1 also prints a TAP plan "1..N" at the end.
 #
 # Tunables (environment): STAGEFS_WRAP (run the daemon under this command, e.g. valgrind),
 # STAGEFS (daemon binary; default $MESON_BUILD_ROOT/fs/stagefs if
@@ -363,7 +364,14 @@ _h_on_exit() {
 	# report
 	passed=0
 	[[ -f "$H_TMP/run/passed" ]] && passed=$(wc -l <"$H_TMP/run/passed")
-	if ((rc != 0 && rc != 77)); then
+	if [[ -n "${H_NO_SUMMARY:-}" ]]; then
+		: # a tool (demo, benchmark), not a test: no verdict line
+	elif ((rc == 0 && passed == 0)); then
+		# A test that ends without one passed check proved nothing: that is a failure.
+		printf 'not ok 1 - the script ended without a single passed check\n'
+		printf '%s: 0 passed, 1 failed\n' "$H_NAME"
+		rc=1
+	elif ((rc != 0 && rc != 77)); then
 		for f in "$H_TMP"/log/*.log; do _h_tail_log "$f"; done
 		reason=$(cat "$H_TMP/run/fail_msg" 2>/dev/null)
 		[[ -n "$reason" ]] || reason="exit status $rc${_H_LAST_ERR:+ after $_H_LAST_ERR}"
