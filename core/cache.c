@@ -221,6 +221,11 @@ static int cs_local_file(struct storage *st, const char *project, const char *st
 	return storage_local_file(c->inner, project, stage, blob, ret_path, path_size, err);
 }
 
+static void cs_cancel(struct storage *st)
+{
+	storage_cancel(((struct cache_storage *)st)->inner);
+}
+
 static void cs_free(struct storage *st)
 {
 	struct cache_storage *c = (struct cache_storage *)st;
@@ -246,6 +251,7 @@ static const struct storage_ops cache_ops = {
     .free = cs_free,
     .find = cs_find,
     .local_file = cs_local_file,
+    .cancel = cs_cancel,
 };
 
 int cache_storage_new(struct storage *inner, uint64_t ttl_ms, struct storage **ret)

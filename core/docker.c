@@ -167,6 +167,11 @@ fail:
 	return r;
 }
 
+void docker_cancel(struct docker *d)
+{
+	http_client_cancel(d->http);
+}
+
 void docker_free(struct docker *d)
 {
 	if (!d)

@@ -17,6 +17,8 @@ struct docker;
 /* Connect and negotiate. host_url NULL = $DOCKER_HOST, else unix:///var/run/docker.sock. */
 int docker_new(const char *host_url, struct docker **ret, struct sf_err *err);
 void docker_free(struct docker *d);
+/* Stop every request, running or to come (-ECANCELED): an export under way ends now. */
+void docker_cancel(struct docker *d);
 
 /* "1.41": the API version in use. Borrowed. */
 const char *docker_api_version(const struct docker *d);

@@ -755,6 +755,11 @@ static int ds_read_blob(struct storage *st, const char *project, const char *sta
 	return r;
 }
 
+static void ds_cancel(struct storage *st)
+{
+	docker_cancel(ds_of(st)->d);
+}
+
 static void ds_free(struct storage *st)
 {
 	struct docker_storage *ds = ds_of(st);
@@ -777,6 +782,7 @@ static const struct storage_ops docker_storage_ops = {
     .read_blob = ds_read_blob,
     .free = ds_free,
     .local_file = ds_local_file,
+    .cancel = ds_cancel,
 };
 
 static int make_dirs(const char *dir, struct sf_err *err)

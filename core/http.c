@@ -24,7 +24,25 @@ struct http_client {
 	pthread_mutex_t locks[CURL_LOCK_DATA_LAST];
 	struct http_client_opts opts;
 	char *unix_socket;
+	int cancelled; /* atomic: every transfer stops */
 };
+
+void http_client_cancel(struct http_client *c)
+{
+	__atomic_store_n(&c->cancelled, 1, __ATOMIC_RELEASE);
+}
+
+static bool cancelled(struct http_client *c)
+{
+	return __atomic_load_n(&c->cancelled, __ATOMIC_ACQUIRE) != 0;
+}
+
+/* curl calls this about once a second even when no byte moves: a stalled transfer stops too. */
+static int on_progress(void *userp, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+		       curl_off_t ulnow)
+{
+	return cancelled(userp) ? 1 : 0;
+}
 
 static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *userp)
 {
@@ -422,6 +440,9 @@ static CURLcode perform_once(struct http_client *c, const struct http_request *r
 	}
 
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, t->errbuf);
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(h, CURLOPT_XFERINFODATA, c);
 	rc = curl_easy_perform(h);
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
 out:
@@ -453,8 +474,16 @@ int http_do(struct http_client *c, const struct http_request *req, struct http_r
 		return -ENOMEM;
 	*ret = (struct http_response){0};
 	for (;;) {
+		if (cancelled(c)) {
+			r = err_set(err, -ECANCELED, "%s %s: cancelled", method, url);
+			goto out;
+		}
 		rc = perform_once(c, req, url, method, send_auth, ret, &t);
 		tries++;
+		if (cancelled(c)) {
+			r = err_set(err, -ECANCELED, "%s %s: cancelled", method, url);
+			goto out;
+		}
 		if (t.too_big) {
 			r = err_set(err, -EFBIG, "%s %s: answer larger than allowed", method, url);
 			goto out;
@@ -476,9 +505,9 @@ int http_do(struct http_client *c, const struct http_request *req, struct http_r
 			r = err_set(err, err_from_curl(rc), "%s %s: %s%s", method, url,
 				    t.errbuf[0] ? t.errbuf : curl_easy_strerror(rc),
 				    rc == CURLE_PEER_FAILED_VERIFICATION
-					    ? " (not a trusted certificate: add its CA to the system "
-					      "store, or use -o insecure)"
-					    : "");
+					? " (not a trusted certificate: add its CA to the system "
+					  "store, or use -o insecure)"
+					: "");
 			goto out;
 		}
 		if (retryable_status(ret->status) && tries < c->opts.max_tries) {

@@ -36,6 +36,10 @@ struct http_client;
 int http_client_new(const struct http_client_opts *opts, struct http_client **ret);
 void http_client_free(struct http_client *c);
 
+/* Stop every transfer of this client, running or to come, within about a second: they fail
+ * with -ECANCELED. For unmounting while a fetch or an export is under way. Irreversible. */
+void http_client_cancel(struct http_client *c);
+
 /* Receives body bytes of a 2xx answer. Return 0 to go on, -errno to abort the transfer. */
 typedef int (*http_sink_fn)(void *userdata, const void *data, size_t len);
 

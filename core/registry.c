@@ -303,6 +303,11 @@ fail:
 	return rc;
 }
 
+void registry_cancel(struct registry *r)
+{
+	http_client_cancel(r->http);
+}
+
 void registry_free(struct registry *r)
 {
 	if (!r)

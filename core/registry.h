@@ -36,6 +36,8 @@ struct registry;
 int registry_new(const struct addr *a, const struct registry_opts *opts, struct registry **ret,
 		 struct sf_err *err);
 void registry_free(struct registry *r);
+/* Stop every request, running or to come (-ECANCELED). */
+void registry_cancel(struct registry *r);
 
 /* "http://127.0.0.1:5000" or "https://host". Borrowed. */
 const char *registry_base_url(const struct registry *r);

@@ -138,6 +138,11 @@ static int rs_read_blob(struct storage *st, const char *project, const char *sta
 	return registry_get_blob(reg_of(st), blob->digest, offset, sink, userdata, err);
 }
 
+static void rs_cancel(struct storage *st)
+{
+	registry_cancel(reg_of(st));
+}
+
 static void rs_free(struct storage *st)
 {
 	struct registry_storage *rs = (struct registry_storage *)st;
@@ -151,6 +156,7 @@ static const struct storage_ops registry_storage_ops = {
     .describe = rs_describe,
     .read_blob = rs_read_blob,
     .free = rs_free,
+    .cancel = rs_cancel,
 };
 
 int registry_storage_new(struct registry *reg, struct storage **ret)

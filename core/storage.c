@@ -68,6 +68,12 @@ int storage_find(struct storage *st, const char *project, const char *stage, str
 	return r;
 }
 
+void storage_cancel(struct storage *st)
+{
+	if (st && st->ops->cancel)
+		st->ops->cancel(st);
+}
+
 void storage_free(struct storage *st)
 {
 	if (st)

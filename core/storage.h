@@ -65,6 +65,9 @@ struct storage_ops {
 	int (*local_file)(struct storage *st, const char *project, const char *stage,
 			  const struct layout_blob *blob, char *ret_path, size_t path_size,
 			  struct sf_err *err);
+	/* Optional: stop long operations (downloads, exports) now; they fail with -ECANCELED.
+	 * Called when unmounting, before the storage is freed. */
+	void (*cancel)(struct storage *st);
 };
 
 struct storage {
@@ -79,6 +82,7 @@ int storage_read_blob(struct storage *st, const char *project, const char *stage
 		      const struct layout_blob *blob, uint64_t offset, http_sink_fn sink,
 		      void *userdata, struct sf_err *err);
 void storage_free(struct storage *st);
+void storage_cancel(struct storage *st);
 /* -ENOTSUP when the backend keeps no local files. */
 int storage_local_file(struct storage *st, const char *project, const char *stage,
 		       const struct layout_blob *blob, char *ret_path, size_t path_size,

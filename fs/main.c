@@ -231,6 +231,9 @@ int main(int argc, char *argv[])
 	fuse_opt_insert_arg(&args, 1, "-omax_threads=16,max_idle_threads=8");
 	ret = fuse_main(args.argc, args.argv, &stagefs_ops, &ctx);
 out:
+	/* Unmounted: running downloads and exports stop now instead of finishing for nobody. */
+	if (ctx.st)
+		storage_cancel(ctx.st);
 	blobcache_free(ctx.blobs);
 	storage_free(ctx.st);
 	addr_done(&a);

@@ -8,6 +8,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdarg.h>
@@ -337,6 +338,53 @@ static void test_stall_timeout(void **state)
 	assert_int_equal(get(fx, "/slow", &resp, &err), -ETIMEDOUT);
 	assert_true(now_s() - t0 >= 1.0);
 	assert_int_equal(err.code, -ETIMEDOUT);
+	assert_int_equal(fakeserver_count(fx->a), 1);
+}
+
+/* Unmounting while a transfer stalls: http_client_cancel stops it (-ECANCELED) long before
+ * the stall timeout, and every later request fails at once without reaching the server. */
+struct cancel_run {
+	struct fx *fx;
+	int rc;
+	struct sf_err err;
+};
+
+static void *stalled_get(void *arg)
+{
+	struct cancel_run *c = arg;
+	struct http_response resp;
+
+	c->rc = get(c->fx, "/stalls", &resp, &c->err);
+	if (c->rc == 0)
+		http_response_done(&resp);
+	return NULL;
+}
+
+static void test_cancel_stalled(void **state)
+{
+	struct fx *fx = *state;
+	struct http_client_opts o = {.stall_timeout_s = 60, .max_tries = 1};
+	struct cancel_run run = {.fx = fx};
+	struct http_response resp;
+	struct sf_err err = {0};
+	pthread_t tid;
+	double t0;
+
+	http_client_free(fx->http);
+	fx->http = NULL;
+	assert_int_equal(http_client_new(&o, &fx->http), 0);
+	fakeserver_push(fx->a, &(struct fake_response){.action = FAKE_STALL, .status = 200});
+	assert_int_equal(pthread_create(&tid, NULL, stalled_get, &run), 0);
+	while (fakeserver_count(fx->a) == 0)
+		usleep(10000);
+	t0 = now_s();
+	http_client_cancel(fx->http);
+	assert_int_equal(pthread_join(tid, NULL), 0);
+	assert_int_equal(run.rc, -ECANCELED);
+	assert_int_equal(run.err.code, -ECANCELED);
+	/* Bounded by the stall timeout (60 s) otherwise; curl checks about once a second. */
+	assert_true(now_s() - t0 < 30.0);
+	assert_int_equal(get(fx, "/after", &resp, &err), -ECANCELED);
 	assert_int_equal(fakeserver_count(fx->a), 1);
 }
 
@@ -823,6 +871,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_closed_then_200, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_always_closed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stall_timeout, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_cancel_stalled, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_redirect_same_origin_keeps_auth, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_redirect_cross_origin_drops_auth, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_redirect_loop, setup, teardown),
