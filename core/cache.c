@@ -221,6 +221,97 @@ static int cs_local_file(struct storage *st, const char *project, const char *st
 	return storage_local_file(c->inner, project, stage, blob, ret_path, path_size, err);
 }
 
+/* Drop what is known of one stage (its layout) and the listing: the storage changed. */
+static void forget(struct cache_storage *c, const char *project, const char *stage)
+{
+	char key[sizeof(((struct described *)0)->key)];
+	struct described **pp, *d;
+
+	make_key(key, sizeof(key), project, stage);
+	pthread_mutex_lock(&c->lock);
+	for (pp = &c->buckets[hash(key)]; (d = *pp); pp = &d->next)
+		if (strcmp(d->key, key) == 0) {
+			*pp = d->next;
+			stage_layout_unref(d->layout);
+			free(d);
+			break;
+		}
+	c->have_list = false;
+	c->generation++;
+	pthread_mutex_unlock(&c->lock);
+}
+
+struct cache_writer {
+	struct stage_writer base;
+	struct stage_writer *inner;
+	struct cache_storage *c;
+	char project[NAME_PROJECT_MAX + 1];
+	char stage[NAME_STAGE_MAX + 1];
+};
+
+static int cw_add_blob(struct stage_writer *w, const char *digest, uint64_t size, const char *path,
+		       struct sf_err *err)
+{
+	return stage_writer_add_blob(((struct cache_writer *)w)->inner, digest, size, path, err);
+}
+
+static int cw_commit(struct stage_writer *w, const char *index_json, size_t index_len,
+		     struct sf_err *err)
+{
+	struct cache_writer *cw = (struct cache_writer *)w;
+	int r = stage_writer_commit(cw->inner, index_json, index_len, err);
+
+	/* Also on failure: a commit that failed half-way may have changed what is listed. */
+	forget(cw->c, cw->project, cw->stage);
+	return r;
+}
+
+static void cw_free(struct stage_writer *w)
+{
+	struct cache_writer *cw = (struct cache_writer *)w;
+
+	stage_writer_free(cw->inner);
+	free(cw);
+}
+
+static const struct stage_writer_ops cache_writer_ops = {
+    .add_blob = cw_add_blob,
+    .commit = cw_commit,
+    .free = cw_free,
+};
+
+static int cs_write_begin(struct storage *st, const char *project, const char *stage,
+			  struct stage_writer **ret, struct sf_err *err)
+{
+	struct cache_storage *c = (struct cache_storage *)st;
+	struct cache_writer *cw = calloc(1, sizeof(*cw));
+	int r;
+
+	if (!cw)
+		return -ENOMEM;
+	r = storage_write_begin(c->inner, project, stage, &cw->inner, err);
+	if (r < 0) {
+		free(cw);
+		return r;
+	}
+	cw->base.ops = &cache_writer_ops;
+	cw->c = c;
+	snprintf(cw->project, sizeof(cw->project), "%s", project ? project : "");
+	snprintf(cw->stage, sizeof(cw->stage), "%s", stage);
+	*ret = &cw->base;
+	return 0;
+}
+
+static int cs_remove(struct storage *st, const char *project, const char *stage,
+		     struct sf_err *err)
+{
+	struct cache_storage *c = (struct cache_storage *)st;
+	int r = storage_remove(c->inner, project, stage, err);
+
+	forget(c, project, stage);
+	return r;
+}
+
 static void cs_cancel(struct storage *st)
 {
 	storage_cancel(((struct cache_storage *)st)->inner);
@@ -252,6 +343,8 @@ static const struct storage_ops cache_ops = {
     .find = cs_find,
     .local_file = cs_local_file,
     .cancel = cs_cancel,
+    .write_begin = cs_write_begin,
+    .remove = cs_remove,
 };
 
 int cache_storage_new(struct storage *inner, uint64_t ttl_ms, struct storage **ret)
@@ -262,6 +355,7 @@ int cache_storage_new(struct storage *inner, uint64_t ttl_ms, struct storage **r
 		return -ENOMEM;
 	c->base.ops = &cache_ops;
 	c->base.by_project = inner->by_project;
+	c->base.switch_block = inner->switch_block;
 	c->inner = inner;
 	c->ttl_ms = ttl_ms;
 	pthread_mutex_init(&c->lock, NULL);

@@ -68,6 +68,39 @@ int storage_find(struct storage *st, const char *project, const char *stage, str
 	return r;
 }
 
+int storage_write_begin(struct storage *st, const char *project, const char *stage,
+			struct stage_writer **ret, struct sf_err *err)
+{
+	if (!st->ops->write_begin)
+		return err_set(err, -EROFS, "this storage is read-only");
+	return st->ops->write_begin(st, project, stage, ret, err);
+}
+
+int storage_remove(struct storage *st, const char *project, const char *stage, struct sf_err *err)
+{
+	if (!st->ops->remove)
+		return err_set(err, -EROFS, "this storage is read-only");
+	return st->ops->remove(st, project, stage, err);
+}
+
+int stage_writer_add_blob(struct stage_writer *w, const char *digest, uint64_t size,
+			  const char *path, struct sf_err *err)
+{
+	return w->ops->add_blob(w, digest, size, path, err);
+}
+
+int stage_writer_commit(struct stage_writer *w, const char *index_json, size_t index_len,
+			struct sf_err *err)
+{
+	return w->ops->commit(w, index_json, index_len, err);
+}
+
+void stage_writer_free(struct stage_writer *w)
+{
+	if (w)
+		w->ops->free(w);
+}
+
 void storage_cancel(struct storage *st)
 {
 	if (st && st->ops->cancel)

@@ -48,6 +48,34 @@ struct stage_layout {
 };
 
 struct storage;
+struct stage_writer;
+
+/* A stage being committed (DESIGN.md section 4.3): the pending stage hands over each blob once
+ * it is complete and verified (add_blob, in any order, from any thread), then the layout's
+ * index.json (commit). Backends start work for a blob as soon as it arrives (compression,
+ * upload) so the commit waits only for what is left. Until commit returns 0 nothing of the stage
+ * is visible in the storage: no tag, no image.
+ * Ownership: files named by add_blob belong to the caller and must stay readable (unchanged)
+ * until stage_writer_free(); the writer never modifies or removes them. */
+struct stage_writer_ops {
+	/* Blob digest (verified: its bytes hash to it) of size bytes is at path.
+	 * -ENOMEM, or an early failure of the backend that dooms the commit. */
+	int (*add_blob)(struct stage_writer *w, const char *digest, uint64_t size,
+			const char *path, struct sf_err *err);
+	/* Commit the layout whose index.json is given; every blob it leads to was added.
+	 * 0 when the stage now exists with this image (also when it already existed with the same
+	 * image ID: nothing changed); -EEXIST when the stage exists with another image; -EINVAL
+	 * for a layout the backend cannot hold (reason in err); -EACCES, -EIO, -EAGAIN,
+	 * -ETIMEDOUT, -ENOSPC from the storage. At most once per writer. */
+	int (*commit)(struct stage_writer *w, const char *index_json, size_t index_len,
+		      struct sf_err *err);
+	/* Abort (when not committed) and free; waits for the writer's background work. */
+	void (*free)(struct stage_writer *w);
+};
+
+struct stage_writer {
+	const struct stage_writer_ops *ops;
+};
 
 struct storage_ops {
 	int (*list)(struct storage *st, struct stage_list *ret, struct sf_err *err);
@@ -68,11 +96,22 @@ struct storage_ops {
 	/* Optional: stop long operations (downloads, exports) now; they fail with -ECANCELED.
 	 * Called when unmounting, before the storage is freed. */
 	void (*cancel)(struct storage *st);
+	/* Optional (absent: the storage is read-only, -EROFS): start writing stage (project ""
+	 * when not by_project). The stage's name was checked by the caller (name_stage_valid). */
+	int (*write_begin)(struct storage *st, const char *project, const char *stage,
+			   struct stage_writer **ret, struct sf_err *err);
+	/* Optional (absent: -EROFS): remove exactly this stage (only its tag; the image stays
+	 * when another tag holds it). -ENOENT when absent; -EPERM when the storage forbids it. */
+	int (*remove)(struct storage *st, const char *project, const char *stage,
+		      struct sf_err *err);
 };
 
 struct storage {
 	const struct storage_ops *ops;
 	bool by_project;
+	/* Changes under a project are refused while werf's switch block for it exists
+	 * (werf.h): the Docker daemon's :local storage. */
+	bool switch_block;
 };
 
 int storage_list(struct storage *st, struct stage_list *ret, struct sf_err *err);
@@ -89,6 +128,17 @@ int storage_local_file(struct storage *st, const char *project, const char *stag
 		       struct sf_err *err);
 int storage_find(struct storage *st, const char *project, const char *stage, struct stage_info *ret,
 		 struct sf_err *err);
+/* write_begin and remove, or -EROFS when the storage has no write side. */
+int storage_write_begin(struct storage *st, const char *project, const char *stage,
+			struct stage_writer **ret, struct sf_err *err);
+int storage_remove(struct storage *st, const char *project, const char *stage,
+		   struct sf_err *err);
+int stage_writer_add_blob(struct stage_writer *w, const char *digest, uint64_t size,
+			  const char *path, struct sf_err *err);
+int stage_writer_commit(struct stage_writer *w, const char *index_json, size_t index_len,
+			struct sf_err *err);
+/* Takes NULL. */
+void stage_writer_free(struct stage_writer *w);
 
 /* The entry (project, stage) of a sorted list: 0 and *ret, or -ENOENT. */
 int stage_list_find(const struct stage_list *l, const char *project, const char *stage,

@@ -51,6 +51,12 @@ static const struct fuse_opt option_spec[] = {
     FUSE_OPT_END,
 };
 
+static void log_dropped(void *ud, const char *project, const char *stage, const char *missing)
+{
+	stagefs_log("%s%s%s: pending stage dropped at unmount, nothing committed (it lacked %s)",
+		    project, project[0] ? "/" : "", stage, missing);
+}
+
 static void usage(const char *prog)
 {
 	printf("usage: %s [-f] [-o OPT,...] STORAGE MOUNTPOINT\n"
@@ -179,11 +185,31 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 
+	if (!o.werf_home)
+		o.werf_home = home_path("WERF_HOME", ".werf");
+	o.werf_home = absolute(o.werf_home);
+	if (!o.werf_home) {
+		fprintf(stderr, "stagefs: out of memory\n");
+		goto out;
+	}
+	ctx.werf_home = o.werf_home;
+	pthread_mutex_init(&ctx.lock, NULL);
+
 	r = blobcache_new(o.cache_dir, (uint64_t)o.cache_size_mb << 20, &ctx.blobs, &err);
 	if (r < 0) {
 		fprintf(stderr, "stagefs: %s\n", err_msg(&err, r));
 		goto out;
 	}
+	unsigned stale = 0;
+	r = pending_new(o.cache_dir, &ctx.pending, &stale, &err);
+	if (r < 0) {
+		fprintf(stderr, "stagefs: %s\n", err_msg(&err, r));
+		goto out;
+	}
+	if (stale)
+		stagefs_log("removed %u pending stage(s) left by a daemon that died (nothing of them "
+			    "was committed)",
+			    stale);
 	if (a.local) {
 		struct docker *d = NULL;
 		r = docker_new(o.docker_host, &d, &err);
@@ -234,6 +260,7 @@ out:
 	/* Unmounted: running downloads and exports stop now instead of finishing for nobody. */
 	if (ctx.st)
 		storage_cancel(ctx.st);
+	pending_free(ctx.pending, log_dropped, NULL);
 	blobcache_free(ctx.blobs);
 	storage_free(ctx.st);
 	addr_done(&a);
@@ -244,5 +271,11 @@ out:
 	free(o.docker_config);
 	free(o.werf_home);
 	free(o.cache_dir);
+	for (size_t i = 0; i < ctx.n_made; i++)
+		free(ctx.made_projects[i]);
+	for (size_t i = 0; i < ctx.n_doomed; i++)
+		free(ctx.doomed[i]);
+	free(ctx.made_projects);
+	free(ctx.doomed);
 	return ret;
 }
