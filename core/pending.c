@@ -536,6 +536,7 @@ static int parse_index(struct pending_stage *ps, const char *data, size_t len,
 			    ref, ps->stage);
 		free(ref);
 		free(ret->media_type);
+		ret->media_type = NULL;
 		return r;
 	}
 	free(ref);
