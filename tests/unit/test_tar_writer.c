@@ -177,6 +177,24 @@ static void test_exact_size(void **state)
 	/* It ends with two zero blocks. */
 	for (size_t i = 0; i < 1024; i++)
 		assert_int_equal(f->archive[f->size - 1024 + i], 0);
+	/* Walk the headers: each entry's data is padded with zero bytes to the block. */
+	uint64_t off = 0;
+	size_t headers = 0;
+	while (off < f->size - 1024) {
+		const char *h = f->archive + off;
+		uint64_t size = strtoull(h + 124, NULL, 8), pad = (512 - size % 512) % 512;
+		assert_memory_equal(h + 257,
+				    "ustar\0"
+				    "00",
+				    8);
+		off += 512 + size;
+		for (uint64_t i = 0; i < pad; i++)
+			assert_int_equal(f->archive[off + i], 0);
+		off += pad;
+		headers++;
+	}
+	assert_int_equal(off, f->size - 1024);
+	assert_int_equal(headers, f->n + 3); /* three pax headers for the long names */
 }
 
 /* ---- read back with core/tar ------------------------------------------------------------ */
