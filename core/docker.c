@@ -285,3 +285,246 @@ int docker_export_image(struct docker *d, const char *ref, http_sink_fn sink, vo
 	free(path);
 	return r;
 }
+
+/* ---- writing: load and untag ------------------------------------------------------------- */
+
+#define LOAD_ANSWER_CAP (1024 * 1024)
+#define REMOVE_ANSWER_CAP (1024 * 1024)
+
+/* A request with a method (and maybe an upload) to path under the API version. */
+static int send_request(struct docker *d, const char *method, const char *path,
+			struct http_request *req, struct http_response *resp, struct sf_err *err)
+{
+	char *url = NULL;
+	int r;
+
+	if (asprintf(&url, "%s%s%s%s", d->base, d->version[0] ? "/v" : "", d->version, path) < 0)
+		return -ENOMEM;
+	req->method = method;
+	req->url = url;
+	r = http_do(d->http, req, resp, err);
+	free(url);
+	return r;
+}
+
+/* Wraps a caller's upload source to tell its failures from the daemon's. */
+struct source_guard {
+	http_read_at_fn read_at;
+	void *ud;
+	int failed; /* the source's -errno */
+};
+
+static ssize_t guarded_read_at(void *ud, uint64_t off, void *buf, size_t len)
+{
+	struct source_guard *g = ud;
+	ssize_t n = g->read_at(g->ud, off, buf, len);
+
+	if (n < 0)
+		g->failed = (int)n;
+	return n;
+}
+
+static int strs_push(char ***v, size_t *n, const char *s, size_t len)
+{
+	char **grown = realloc(*v, (*n + 1) * sizeof(**v));
+
+	if (!grown)
+		return -ENOMEM;
+	*v = grown;
+	grown[*n] = strndup(s, len);
+	if (!grown[*n])
+		return -ENOMEM;
+	(*n)++;
+	return 0;
+}
+
+void docker_load_result_done(struct docker_load_result *r)
+{
+	if (!r)
+		return;
+	for (size_t i = 0; i < r->n_loaded; i++)
+		free(r->loaded[i]);
+	for (size_t i = 0; i < r->n_untagged; i++)
+		free(r->untagged[i]);
+	free(r->loaded);
+	free(r->untagged);
+	memset(r, 0, sizeof(*r));
+}
+
+/* -errno for an error line of the load stream (Docker 20.10's texts). */
+static int load_error_code(const char *msg)
+{
+	static const char *const refused[] = {
+	    "unexpected EOF", "Error processing tar file", "ApplyLayer",  "invalid",
+	    "json:",	      "no such file or directory", "unsupported", "archive/tar",
+	    "gzip",	      "not a directory",
+	};
+
+	if (strstr(msg, "invalid diffID"))
+		return -EBADMSG;
+	if (strstr(msg, "no space left on device"))
+		return -ENOSPC;
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+		if (strstr(msg, refused[i]))
+			return -EINVAL;
+	return -EIO;
+}
+
+/* One "stream" text of the load answer: note what it says was loaded or untagged. */
+static int load_stream_line(const char *s, struct docker_load_result *res)
+{
+	static const char loaded[] = "Loaded image: ", loaded_id[] = "Loaded image ID: ",
+			  renaming[] = ", renaming the old one with ID ";
+	size_t len = strcspn(s, "\r\n");
+	const char *p;
+
+	if (strncmp(s, loaded_id, sizeof(loaded_id) - 1) == 0)
+		return strs_push(&res->loaded, &res->n_loaded, s + sizeof(loaded_id) - 1,
+				 len - (sizeof(loaded_id) - 1));
+	if (strncmp(s, loaded, sizeof(loaded) - 1) == 0)
+		return strs_push(&res->loaded, &res->n_loaded, s + sizeof(loaded) - 1,
+				 len - (sizeof(loaded) - 1));
+	p = strstr(s, renaming);
+	if (p && (size_t)(p - s) < len) {
+		p += sizeof(renaming) - 1;
+		return strs_push(&res->untagged, &res->n_untagged, p, strcspn(p, " \r\n"));
+	}
+	return 0;
+}
+
+/* Parse Docker's JSON message stream (one object per line). */
+static int parse_load_answer(const char *body, size_t blen, struct docker_load_result *res,
+			     struct sf_err *err)
+{
+	const char *line = body, *end = body + blen;
+	int r = 0;
+
+	while (line < end && r == 0) {
+		const char *nl = memchr(line, '\n', (size_t)(end - line));
+		size_t n = nl ? (size_t)(nl - line) : (size_t)(end - line);
+		json_error_t jerr;
+		json_t *o;
+
+		if (strspn(line, " \t\r") >= n)
+			goto next;
+		o = json_loadb(line, n, 0, &jerr);
+		if (!json_is_object(o)) {
+			json_decref(o);
+			r = err_set(err, -EPROTO,
+				    "loading an image: Docker's answer is not JSON: %s", jerr.text);
+			break;
+		}
+		const char *msg = json_string_value(
+		    json_object_get(json_object_get(o, "errorDetail"), "message"));
+		if (!msg)
+			msg = json_string_value(json_object_get(o, "error"));
+		if (msg) {
+			r = err_set(err, load_error_code(msg),
+				    "Docker refused to load the image: %s", msg);
+		} else {
+			const char *s = json_string_value(json_object_get(o, "stream"));
+			if (s)
+				r = load_stream_line(s, res);
+		}
+		json_decref(o);
+	next:
+		line += n + 1;
+	}
+	if (r == 0 && res->n_loaded == 0)
+		r = err_set(err, -EIO,
+			    "loading an image: Docker's answer names no loaded image: %.200s",
+			    body);
+	return r;
+}
+
+int docker_load_image(struct docker *d, http_read_at_fn read_at, void *ud, uint64_t len,
+		      struct docker_load_result *ret, struct sf_err *err)
+{
+	static const char *const headers[] = {"Content-Type: application/x-tar", NULL};
+	struct source_guard g = {.read_at = read_at, .ud = ud};
+	struct http_request req = {.headers = headers,
+				   .upload_read_at = guarded_read_at,
+				   .upload_ud = &g,
+				   .upload_len = len,
+				   .max_body = LOAD_ANSWER_CAP};
+	struct docker_load_result res = {0};
+	struct http_response resp = {0};
+	int r;
+
+	r = send_request(d, "POST", "/images/load?quiet=1", &req, &resp, err);
+	if (r < 0) {
+		if (g.failed) {
+			err_prefix(err, "reading the archive to load");
+			r = g.failed;
+		} else if (r != -EFBIG && r != -ECANCELED) {
+			r = unreachable(d, r, err);
+		}
+		goto out;
+	}
+	if (resp.status != 200) {
+		r = answer_error("loading an image", &resp, err);
+		goto out;
+	}
+	r = parse_load_answer(resp.body.data ? resp.body.data : "", resp.body.len, &res, err);
+	if (r < 0)
+		goto out;
+	if (ret)
+		*ret = res;
+	else
+		docker_load_result_done(&res);
+	memset(&res, 0, sizeof(res));
+out:
+	docker_load_result_done(&res);
+	http_response_done(&resp);
+	return r;
+}
+
+int docker_remove_image(struct docker *d, const char *ref, bool *ret_deleted, struct sf_err *err)
+{
+	struct http_request req = {.max_body = REMOVE_ANSWER_CAP};
+	struct http_response resp = {0};
+	char *q = escape(ref), *path = NULL;
+	json_t *arr = NULL;
+	int r;
+
+	if (!q || asprintf(&path, "/images/%s?noprune=1", q) < 0) {
+		free(q);
+		return -ENOMEM;
+	}
+	r = send_request(d, "DELETE", path, &req, &resp, err);
+	if (r < 0) {
+		if (r != -EFBIG && r != -ECANCELED)
+			r = unreachable(d, r, err);
+		goto out;
+	}
+	if (resp.status == 409) {
+		answer_error(ref, &resp, err);
+		r = -EBUSY;
+		if (err)
+			err->code = r;
+		goto out;
+	}
+	if (resp.status != 200) {
+		r = answer_error(ref, &resp, err);
+		goto out;
+	}
+	if (ret_deleted) {
+		/* [{"Untagged": REF}, {"Deleted": ID}, ...] */
+		size_t i;
+		json_t *item;
+		bool deleted = false;
+		arr = json_loadb(resp.body.data ? resp.body.data : "", resp.body.len, 0, NULL);
+		for (i = 0; i < json_array_size(arr); i++) {
+			item = json_array_get(arr, i);
+			if (json_object_get(item, "Deleted"))
+				deleted = true;
+		}
+		*ret_deleted = deleted;
+	}
+out:
+	json_decref(arr);
+	http_response_done(&resp);
+	free(q);
+	free(path);
+	return r;
+}

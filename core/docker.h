@@ -8,6 +8,8 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 #include "err.h"
 #include "http.h"
@@ -35,3 +37,51 @@ int docker_export_image(struct docker *d, const char *ref, http_sink_fn sink, vo
 
 /* Compare API versions "1.41" and "1.24": <0, 0, >0. Exposed for tests. */
 int docker_version_cmp(const char *a, const char *b);
+
+/* ---- writing: load and untag ------------------------------------------------------------- */
+
+/* What Docker said a load did (the "stream" lines of its answer). Owned by the caller: free
+ * with docker_load_result_done(). */
+struct docker_load_result {
+	char **loaded; /* in order: REF of each "Loaded image: REF" line, or the ID of each
+			  "Loaded image ID: sha256:..." line (an archive without RepoTags) */
+	size_t n_loaded;
+	char **untagged; /* IDs of images that LOST a tag to this load: Docker moves an existing
+			    tag silently ("The image REF already exists, renaming the old one with
+			    ID ID to empty string"), in order */
+	size_t n_untagged;
+};
+void docker_load_result_done(struct docker_load_result *r);
+
+/* POST /images/load?quiet=1 (Content-Type: application/x-tar) of an archive of len bytes read
+ * from read_at(ud, off, buf, n) while it is sent (e.g. tar_plan_read_at_cb; nothing is written
+ * to disk). read_at must give the same bytes when called again from offset 0: a request that
+ * fails in transport is sent again. The archive is what `docker save` makes (manifest.json,
+ * config, one file per layer; Docker 20.10 also takes gzip layer files, and a layer listed
+ * twice); Docker tags the image with the manifest's RepoTags, moving a tag that names another
+ * image (see ret: check beforehand if that must not happen).
+ * Docker answers 200 and then reports failure inside its JSON message stream; the first
+ * error line fails the call with Docker's text in err:
+ *   -EBADMSG  a layer does not match the config's diff ID ("invalid diffID for layer N...")
+ *   -ENOSPC   the daemon's disk is full
+ *   -EINVAL   Docker refused the archive (truncated or corrupt layer: "ApplyLayer exit status
+ *             1 stdout:  stderr: unexpected EOF"; not a tar; bad manifest.json; a file named
+ *             by manifest.json missing; an invalid reference in RepoTags)
+ *   -EIO      any other error line, or a stream that names no loaded image
+ * Before the stream: -errno of read_at (passed on unchanged), -ECANCELED (docker_cancel),
+ * the daemon's error status as answer_error maps it, -EIO/-EACCES when the daemon is
+ * unreachable. Note: Docker skips reading a layer file whose layer it already has (same chain
+ * of diff IDs), so a corrupt copy of a known layer loads fine: verify blobs before.
+ * ret (optional) is filled on success only. Thread-safe. */
+int docker_load_image(struct docker *d, http_read_at_fn read_at, void *ud, uint64_t len,
+		      struct docker_load_result *ret, struct sf_err *err);
+
+/* DELETE /images/{ref}?noprune=1, never forced: with ref a NAME:TAG this removes that tag only;
+ * the image itself goes only when this was its last tag (and no container uses it); untagged
+ * parent images are kept (noprune). ret_deleted (optional): true when the image went too.
+ *   -ENOENT  no such image or tag
+ *   -EBUSY   Docker refused (409): a container uses the image, or ref is an image ID that
+ *            several tags hold (Docker's reason in err)
+ *   other daemon errors as answer_error maps them; -EIO/-EACCES when unreachable.
+ * Thread-safe. */
+int docker_remove_image(struct docker *d, const char *ref, bool *ret_deleted, struct sf_err *err);

@@ -323,6 +323,18 @@ static size_t on_upload(char *out, size_t size, size_t nmemb, void *userp)
 		want = (size_t)left;
 	if (want == 0)
 		return 0;
+	if (req->upload_read_at) {
+		n = req->upload_read_at(req->upload_ud, t->upload_pos, out, want);
+		if (n <= 0) {
+			/* The source's errno, not "aborted by callback"; a short source is EIO. */
+			t->sink_error = n < 0 ? (int)n : -EIO;
+			return CURL_READFUNC_ABORT;
+		}
+		if ((size_t)n > want)
+			n = (ssize_t)want;
+		t->upload_pos += (uint64_t)n;
+		return (size_t)n;
+	}
 	do
 		n = pread(req->upload_fd, out, want, (off_t)(req->upload_off + t->upload_pos));
 	while (n < 0 && errno == EINTR);
@@ -425,7 +437,7 @@ static CURLcode perform_once(struct http_client *c, const struct http_request *r
 		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
 	} else if (strcmp(method, "GET") != 0) {
 		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-		if (req->has_upload_fd) {
+		if (req->has_upload_fd || req->upload_read_at) {
 			curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
 			curl_easy_setopt(h, CURLOPT_READFUNCTION, on_upload);
 			curl_easy_setopt(h, CURLOPT_READDATA, t);

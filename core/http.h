@@ -43,6 +43,12 @@ void http_client_cancel(struct http_client *c);
 /* Receives body bytes of a 2xx answer. Return 0 to go on, -errno to abort the transfer. */
 typedef int (*http_sink_fn)(void *userdata, const void *data, size_t len);
 
+/* A rewindable upload source: copy up to len bytes at offset off into buf. Returns the count
+ * (> 0 while off < the declared length) or -errno, which fails the request with that code.
+ * Called again from offset 0 (or any earlier offset) when a request is retried, so it must
+ * give the same bytes every time. Called from the thread running http_do. */
+typedef ssize_t (*http_read_at_fn)(void *userdata, uint64_t off, void *buf, size_t len);
+
 struct http_request {
 	const char *method; /* NULL = GET; "HEAD", "PUT", "POST", "PATCH", "DELETE" */
 	const char *url;
@@ -54,6 +60,8 @@ struct http_request {
 	uint64_t upload_off;
 	uint64_t upload_len;
 	bool has_upload_fd;
+	http_read_at_fn upload_read_at; /* ... or from this source: upload_len bytes from 0 */
+	void *upload_ud;
 	size_t max_body;   /* cap for a collected 2xx body; 0 = 4 MiB */
 	http_sink_fn sink; /* stream a 2xx body here instead of collecting it */
 	void *sink_userdata;

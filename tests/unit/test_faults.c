@@ -302,6 +302,69 @@ static void test_closed_then_200(void **state)
 	http_response_done(&resp);
 }
 
+/* An upload from a read_at source (upload_read_at): each retry sends it again from offset 0. */
+struct upload_src {
+	const char *data;
+	size_t len;
+	size_t bytes, starts, calls; /* bytes handed out; reads at offset 0; all reads */
+	int fail_code;		     /* returned from the first read when set */
+};
+
+static ssize_t upload_src_read_at(void *ud, uint64_t off, void *buf, size_t len)
+{
+	struct upload_src *s = ud;
+
+	s->calls++;
+	if (s->fail_code)
+		return s->fail_code;
+	if (off == 0)
+		s->starts++;
+	if (off >= s->len)
+		return 0;
+	if (len > s->len - off)
+		len = s->len - (size_t)off;
+	memcpy(buf, s->data + off, len);
+	s->bytes += len;
+	return (ssize_t)len;
+}
+
+static void test_upload_read_at_retried_from_start(void **state)
+{
+	struct fx *fx = *state;
+	const size_t len = 300000;
+	char *data = calloc(1, len), *u = url_of(fx->a, "/load");
+	struct upload_src src = {.data = data, .len = len};
+	struct http_request req = {.method = "POST",
+				   .url = u,
+				   .upload_read_at = upload_src_read_at,
+				   .upload_ud = &src,
+				   .upload_len = len};
+	struct http_response resp;
+	struct sf_err err = {0};
+
+	assert_non_null(data);
+	fakeserver_push(fx->a, &(struct fake_response){.action = FAKE_RESET});
+	fakeserver_push(fx->a, &(struct fake_response){.status = 500, .body = "oops"});
+	fakeserver_push(fx->a, &(struct fake_response){.status = 200, .body = "ok"});
+	assert_int_equal(http_do(fx->http, &req, &resp, &err), 0);
+	assert_int_equal(resp.status, 200);
+	assert_int_equal(fakeserver_count(fx->a), 3);
+	for (size_t i = 0; i < 3; i++) {
+		assert_string_equal(fakeserver_request(fx->a, i)->method, "POST");
+		assert_int_equal(fakeserver_request(fx->a, i)->body_len, len);
+	}
+	assert_int_equal(src.starts, 3);
+	assert_int_equal(src.bytes, 3 * len);
+	http_response_done(&resp);
+
+	/* A failing source fails the request with its own errno, without a retry. */
+	src = (struct upload_src){.data = data, .len = len, .fail_code = -ENOSPC};
+	assert_int_equal(http_do(fx->http, &req, &resp, &err), -ENOSPC);
+	assert_int_equal(src.calls, 1);
+	free(data);
+	free(u);
+}
+
 static void test_always_closed(void **state)
 {
 	struct fx *fx = *state;
@@ -887,6 +950,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_token_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_tag_pages, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_tag_link_loop, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_upload_read_at_retried_from_start, setup,
+					    teardown),
 	};
 
 	return cmocka_run_group_tests_name("faults", tests, NULL, NULL);
