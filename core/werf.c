@@ -79,7 +79,8 @@ static int path_join(char ret[PATH_MAX], const char *a, const char *b, const cha
 int werf_home(const char *opt_home, char *ret, size_t n, struct sf_err *err)
 {
 	const char *env = getenv(WERF_HOME_ENV), *home;
-	char buf[PATH_MAX];
+	char buf[PATH_MAX], pwbuf[4096];
+	struct passwd pw, *res = NULL;
 	int k;
 
 	if (opt_home && *opt_home)
@@ -89,8 +90,6 @@ int werf_home(const char *opt_home, char *ret, size_t n, struct sf_err *err)
 	else {
 		home = getenv("HOME");
 		if (!home || !*home) {
-			struct passwd pw, *res = NULL;
-			char pwbuf[4096];
 			if (getpwuid_r(getuid(), &pw, pwbuf, sizeof(pwbuf), &res) != 0 || !res ||
 			    !res->pw_dir || !*res->pw_dir)
 				return err_set(err, -ENOENT,
