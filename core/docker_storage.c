@@ -14,8 +14,9 @@
 #include "buf.h"
 #include "oci.h"
 #include "tar.h"
+#include "werf.h"
 
-#define STAGES_REPO "werf-stages-storage/"
+#define STAGES_REPO WERF_LOCAL_REPO_PREFIX
 #define MANIFEST_JSON_CAP (1024 * 1024)
 #define CONFIG_CAP (4 * 1024 * 1024)
 #define META_CAP (1024 * 1024)
@@ -95,12 +96,14 @@ static int ds_list(struct storage *st, struct stage_list *ret, struct sf_err *er
 
 	if (ds->project)
 		r = asprintf(&filters,
-			     "{\"reference\":[\"" STAGES_REPO "%s\"],\"label\":[\"werf=%s\","
-			     "\"werf-cache-version=1.1\"]}",
+			     "{\"reference\":[\"" STAGES_REPO "%s\"],"
+			     "\"label\":[\"" WERF_LABEL_PROJECT "=%s\","
+			     "\"" WERF_LABEL_CACHE_VERSION "=" WERF_CACHE_VERSION "\"]}",
 			     ds->project, ds->project);
 	else
 		r = asprintf(&filters, "{\"reference\":[\"" STAGES_REPO "*\"],"
-				       "\"label\":[\"werf-cache-version=1.1\"]}");
+				       "\"label\":[\"" WERF_LABEL_CACHE_VERSION
+				       "=" WERF_CACHE_VERSION "\"]}");
 	if (r < 0)
 		return -ENOMEM;
 	r = docker_list_images(ds->d, filters, &arr, err);
@@ -110,7 +113,7 @@ static int ds_list(struct storage *st, struct stage_list *ret, struct sf_err *er
 	json_array_foreach(arr, i, img)
 	{
 		json_t *labels = json_object_get(img, "Labels"), *tag;
-		const char *owner = json_string_value(json_object_get(labels, "werf"));
+		const char *owner = json_string_value(json_object_get(labels, WERF_LABEL_PROJECT));
 		size_t j;
 		json_array_foreach(json_object_get(img, "RepoTags"), j, tag)
 		{
@@ -667,11 +670,12 @@ static int inspect_stage(struct docker_storage *ds, const char *project, const c
 		return r;
 	id = json_string_value(json_object_get(root, "Id"));
 	labels = json_object_get(json_object_get(root, "Config"), "Labels");
-	owner = json_string_value(json_object_get(labels, "werf"));
-	cache = json_string_value(json_object_get(labels, "werf-cache-version"));
+	owner = json_string_value(json_object_get(labels, WERF_LABEL_PROJECT));
+	cache = json_string_value(json_object_get(labels, WERF_LABEL_CACHE_VERSION));
 	if (!name_digest_valid(id))
 		r = err_set(err, -EPROTO, "%s: Docker gave no image ID", ref);
-	else if (!owner || strcmp(owner, project) != 0 || !cache || strcmp(cache, "1.1") != 0)
+	else if (!owner || strcmp(owner, project) != 0 || !cache ||
+		 strcmp(cache, WERF_CACHE_VERSION) != 0)
 		r = -ENOENT; /* not a stage werf would see */
 	else
 		memcpy(ret_id, id, DIGEST_LEN);
