@@ -1,4 +1,5 @@
 #include "docker_storage.h"
+#include "docker_writer.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -780,6 +781,20 @@ static void ds_free(struct storage *st)
 	free(ds);
 }
 
+static int ds_write_begin(struct storage *st, const char *project, const char *stage,
+			  struct stage_writer **ret, struct sf_err *err)
+{
+	struct docker_storage *ds = ds_of(st);
+	return docker_writer_new(ds->d, project_of(ds, project), stage, ret, err);
+}
+
+static int ds_remove(struct storage *st, const char *project, const char *stage,
+		     struct sf_err *err)
+{
+	struct docker_storage *ds = ds_of(st);
+	return docker_writer_remove(ds->d, project_of(ds, project), stage, err);
+}
+
 static const struct storage_ops docker_storage_ops = {
     .list = ds_list,
     .describe = ds_describe,
@@ -787,6 +802,8 @@ static const struct storage_ops docker_storage_ops = {
     .free = ds_free,
     .local_file = ds_local_file,
     .cancel = ds_cancel,
+    .write_begin = ds_write_begin,
+    .remove = ds_remove,
 };
 
 static int make_dirs(const char *dir, struct sf_err *err)
@@ -852,6 +869,7 @@ int docker_storage_new(struct docker *d, const char *project, const char *cache_
 	}
 	ds->base.ops = &docker_storage_ops;
 	ds->base.by_project = !project;
+	ds->base.switch_block = true;
 	ds->d = d;
 	ds->max_bytes = max_bytes;
 	pthread_mutex_init(&ds->lock, NULL);
