@@ -167,7 +167,7 @@ static int rec_end(void *ud)
 	return rec_call(r, r->ends, r->fail_end_at);
 }
 
-static const struct tar_callbacks rec_cb = {rec_begin, rec_data, rec_end};
+static const struct tar_callbacks rec_cb = {rec_begin, rec_data, rec_end, NULL};
 
 #define CHUNK_IRREGULAR ((size_t)-1)
 
