@@ -104,7 +104,9 @@ static int ds_list(struct storage *st, struct stage_list *ret, struct sf_err *er
 	size_t i, cap = 0;
 	int r;
 
-	if (ds->project)
+	if (!docker_api_at_least(ds->d, "1.25")) /* no reference filter: tags checked below */
+		r = asprintf(&filters, "{\"label\":[\"werf-cache-version=1.1\"]}");
+	else if (ds->project)
 		r = asprintf(&filters,
 			     "{\"reference\":[\"" STAGES_REPO "%s\"],\"label\":[\"werf=%s\","
 			     "\"werf-cache-version=1.1\"]}",
@@ -305,8 +307,8 @@ static int ex_data(void *ud, const void *data, size_t len)
 	if (ex->mode != STORE)
 		return 0;
 	if (ex->head_len < sizeof(ex->head)) {
-		size_t n = sizeof(ex->head) - ex->head_len < len ? sizeof(ex->head) - ex->head_len
-								 : len;
+		size_t n =
+		    sizeof(ex->head) - ex->head_len < len ? sizeof(ex->head) - ex->head_len : len;
 		memcpy(ex->head + ex->head_len, data, n);
 		ex->head_len += n;
 	}
@@ -502,7 +504,9 @@ static int read_blob_file(struct docker_storage *ds, const char *digest, size_t 
 /* The media type a layer of this kind gets in a manifest we make. */
 static const char *kind_media_type(enum blob_kind k)
 {
-	return k == KIND_GZIP ? MT_OCI_LAYER_GZIP : k == KIND_ZSTD ? MT_OCI_LAYER_ZSTD : MT_OCI_LAYER_TAR;
+	return k == KIND_GZIP	? MT_OCI_LAYER_GZIP
+	       : k == KIND_ZSTD ? MT_OCI_LAYER_ZSTD
+				: MT_OCI_LAYER_TAR;
 }
 
 /* False when a layer media type names a compression its bytes do not have. */
@@ -527,10 +531,10 @@ static void write_meta(struct docker_storage *ds, const struct image *im)
 	int fd;
 
 	for (size_t i = 0; layers && i < im->nlayers; i++)
-		json_array_append_new(layers, json_pack("{s:s,s:I,s:s}", "digest",
-							im->layers[i].digest, "size",
-							(json_int_t)im->layers[i].size, "mediaType",
-							im->layers[i].media_type));
+		json_array_append_new(layers,
+				      json_pack("{s:s,s:I,s:s}", "digest", im->layers[i].digest,
+						"size", (json_int_t)im->layers[i].size, "mediaType",
+						im->layers[i].media_type));
 	if (root && layers) {
 		json_object_set_new(root, "version", json_integer(META_VERSION));
 		json_object_set_new(root, "config", json_string(im->config_digest));
@@ -635,12 +639,13 @@ static int layers_from_paths(const struct export *ex, json_t *layers, const char
 
 /* An image manifest of the export (by digest) whose config and layers are all in the export;
  * its bytes and parse in *ret. -ENOENT when it is not that. */
-static int usable_manifest(struct docker_storage *ds, const struct export *ex,
-			   const char *digest, char **ret, size_t *ret_len, struct oci_manifest *m)
+static int usable_manifest(struct docker_storage *ds, const struct export *ex, const char *digest,
+			   char **ret, size_t *ret_len, struct oci_manifest *m)
 {
 	struct sf_err ignored = {0};
 
-	if (!ex_find_digest(ex, digest) || read_blob_file(ds, digest, MANIFEST_CAP, ret, ret_len) < 0)
+	if (!ex_find_digest(ex, digest) ||
+	    read_blob_file(ds, digest, MANIFEST_CAP, ret, ret_len) < 0)
 		return -ENOENT;
 	if (oci_manifest_parse(*ret, *ret_len, NULL, m, &ignored) < 0 || m->is_index ||
 	    !ex_find_digest(ex, m->config.digest))
@@ -673,8 +678,10 @@ static int image_from_stored(struct docker_storage *ds, const struct export *ex,
 
 	r = read_blob_file(ds, im->id, MANIFEST_CAP, &data, &len);
 	if (r < 0 || oci_manifest_parse(data, len, NULL, &idx, err) < 0) {
-		r = err_set(err, -EPROTO, "exporting %s: image %.19s is in the export but is not a "
-					  "manifest or index", ref, im->id);
+		r = err_set(err, -EPROTO,
+			    "exporting %s: image %.19s is in the export but is not a "
+			    "manifest or index",
+			    ref, im->id);
 		goto out;
 	}
 	if (!idx.is_index) {
@@ -784,7 +791,8 @@ static int export_image(struct docker_storage *ds, const char *ref, struct image
 	r = read_blob_file(ds, im->config_digest, CONFIG_CAP, &im->config, &im->config_len);
 	if (r < 0) {
 		r = err_set(err, r == -ENOENT ? -EPROTO : r, "exporting %s: config %.19s: %s", ref,
-			    im->config_digest, r == -ENOENT ? "missing from the export" : strerror(-r));
+			    im->config_digest,
+			    r == -ENOENT ? "missing from the export" : strerror(-r));
 		goto out;
 	}
 	write_meta(ds, im);
