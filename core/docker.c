@@ -7,7 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MAX_API "1.41"
+/* The API versions whose answers stagefs reads (docker.h lists what differs between them). */
+#define MAX_API "1.52"
 #define MIN_API "1.24"
 #define LIST_CAP (64 * 1024 * 1024)
 #define INSPECT_CAP (4 * 1024 * 1024)
@@ -36,6 +37,55 @@ int docker_version_cmp(const char *a, const char *b)
 	if (amin != bmin)
 		return amin < bmin ? -1 : 1;
 	return 0;
+}
+
+/* "1.41": digits, a dot, digits (what Docker writes). */
+static bool version_valid(const char *v)
+{
+	size_t a = v ? strspn(v, "0123456789") : 0;
+
+	return a > 0 && a < 6 && v[a] == '.' && strspn(v + a + 1, "0123456789") > 0 &&
+	       strspn(v + a + 1, "0123456789") < 6 &&
+	       v[a + 1 + strspn(v + a + 1, "0123456789")] == '\0';
+}
+
+int docker_choose_version(const char *api, const char *min_api, char *ret, size_t size,
+			  struct sf_err *err)
+{
+	const char *use, *low = MIN_API;
+
+	if (!version_valid(api))
+		return err_set(err, -EPROTO,
+			       "Docker's /version gives no API version (ApiVersion '%s')",
+			       api ? api : "");
+	/* Daemons before API 1.25 do not say their minimum: they accept every older version. */
+	if (min_api && *min_api) {
+		if (!version_valid(min_api))
+			return err_set(err, -EPROTO,
+				       "Docker's /version gives a bad MinAPIVersion '%s'", min_api);
+		if (docker_version_cmp(min_api, low) > 0)
+			low = min_api;
+	}
+	use = docker_version_cmp(api, MAX_API) > 0 ? MAX_API : api;
+	if (docker_version_cmp(use, low) < 0) {
+		if (docker_version_cmp(api, MIN_API) < 0)
+			return err_set(err, -EPROTO,
+				       "Docker API %s is too old (stagefs needs %s..%s)", api,
+				       MIN_API, MAX_API);
+		return err_set(err, -EPROTO,
+			       "Docker speaks API %s..%s and stagefs %s..%s: no version in common "
+			       "(a newer stagefs is needed)",
+			       min_api, api, MIN_API, MAX_API);
+	}
+	if (strlen(use) >= size)
+		return -ENOBUFS;
+	memcpy(ret, use, strlen(use) + 1);
+	return 0;
+}
+
+bool docker_api_at_least(const struct docker *d, const char *v)
+{
+	return docker_version_cmp(d->version, v) >= 0;
 }
 
 /* Map a transport failure to a sentence about the daemon. */
@@ -149,13 +199,12 @@ int docker_new(const char *host_url, struct docker **ret, struct sf_err *err)
 	}
 	root = json_loadb(resp.body.data ? resp.body.data : "", resp.body.len, 0, NULL);
 	v = json_string_value(json_object_get(root, "ApiVersion"));
-	if (!v || docker_version_cmp(v, MIN_API) < 0) {
-		r = err_set(err, -EPROTO, "%s: Docker API %s is too old (need %s)", host_url,
-			    v ? v : "?", MIN_API);
+	r = docker_choose_version(v, json_string_value(json_object_get(root, "MinAPIVersion")),
+				  d->version, sizeof(d->version), err);
+	if (r < 0) {
+		err_prefix(err, "%s", host_url);
 		goto fail;
 	}
-	snprintf(d->version, sizeof(d->version), "%s",
-		 docker_version_cmp(v, MAX_API) > 0 ? MAX_API : v);
 	json_decref(root);
 	http_response_done(&resp);
 	*ret = d;

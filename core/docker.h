@@ -1,11 +1,25 @@
 /* docker: a client of the Docker Engine API (the daemon that holds werf's :local stages).
  *
  * Connects to unix:///path (default /var/run/docker.sock) or tcp://host:port (plain HTTP),
- * negotiates the API version once (GET /version; at most 1.41 is used) and speaks JSON.
+ * negotiates the API version once and speaks JSON.
+ *
+ * Versions: GET /version (unversioned) gives the daemon's ApiVersion and MinAPIVersion; the
+ * version used is the newest both sides speak, in [max(MinAPIVersion, 1.24), min(ApiVersion,
+ * 1.52)] (Docker 29: Min 1.44, Max 1.52 -> 1.52; Docker 20.10: 1.41). No overlap refuses the
+ * connection with both ranges in the message. What differs across 1.24..1.52 in what we read
+ * (Docker Engine API version history): images/json takes the `reference` filter from 1.25 on
+ * (docker_api_at_least tells); VirtualSize (1.44) and Container/ContainerConfig (1.45) went,
+ * unused here; Config.Labels may be absent (1.50: empty fields omitted) = no labels; RepoTags
+ * may be null or [] for untagged images; with the containerd image store (Docker 29 default)
+ * Id is the manifest or index digest and images/{}/get gives an OCI archive of the blobs as
+ * stored (docker_storage.h). Docker 25+ (1.44) exports OCI-style archives in any store.
  * Errors say what a user can fix: no daemon at the socket, permission denied on the socket,
  * image not found. Thread-safe (the HTTP client's pool is shared).
  */
 #pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -34,6 +48,15 @@ int docker_inspect_image(struct docker *d, const char *ref, json_t **ret, struct
 /* GET /images/{ref}/get: stream the `docker save` tar into sink. */
 int docker_export_image(struct docker *d, const char *ref, http_sink_fn sink, void *userdata,
 			struct sf_err *err);
+
+/* Choose the API version to use from /version's ApiVersion and MinAPIVersion (NULL or "" for
+ * daemons before 1.25): writes "1.NN" into ret (size bytes). -EPROTO with the reason when
+ * api is missing or malformed, or no version is in both ranges. Pure; exposed for tests. */
+int docker_choose_version(const char *api, const char *min_api, char *ret, size_t size,
+			  struct sf_err *err);
+
+/* True when the version in use is v or newer. */
+bool docker_api_at_least(const struct docker *d, const char *v);
 
 /* Compare API versions "1.41" and "1.24": <0, 0, >0. Exposed for tests. */
 int docker_version_cmp(const char *a, const char *b);

@@ -20,12 +20,20 @@
 #define STAGES_REPO WERF_LOCAL_REPO_PREFIX
 #define MANIFEST_JSON_CAP (1024 * 1024)
 #define CONFIG_CAP (4 * 1024 * 1024)
-#define META_CAP (1024 * 1024)
+#define MANIFEST_CAP (4 * 1024 * 1024)
+#define META_VERSION 2
+#ifndef MT_OCI_LAYER_ZSTD
+#define MT_OCI_LAYER_ZSTD "application/vnd.oci.image.layer.v1.tar+zstd"
+#endif
 
 enum img_state { EXPORTING, READY, FAILED };
 
 struct image {
-	char id[DIGEST_LEN];
+	char id[DIGEST_LEN];		/* Docker's image ID (config, manifest or index digest) */
+	char config_digest[DIGEST_LEN]; /* the stage's identity */
+	char manifest_digest[DIGEST_LEN];
+	char *manifest; /* the manifest as stored (containerd image store), or NULL: made */
+	size_t manifest_len;
 	enum img_state state;
 	int error;
 	char errmsg[sizeof(((struct sf_err *)0)->msg)];
@@ -68,6 +76,9 @@ static void image_forget(struct image *im)
 		free(im->layers[i].media_type);
 	free(im->layers);
 	free(im->config);
+	free(im->manifest);
+	im->manifest = NULL;
+	im->manifest_len = 0;
 	im->layers = NULL;
 	im->config = NULL;
 	im->config_len = 0;
@@ -95,7 +106,9 @@ static int ds_list(struct storage *st, struct stage_list *ret, struct sf_err *er
 	size_t i, cap = 0;
 	int r;
 
-	if (ds->project)
+	if (!docker_api_at_least(ds->d, "1.25")) /* no reference filter: tags checked below */
+		r = asprintf(&filters, "{\"label\":[\"werf-cache-version=1.1\"]}");
+	else if (ds->project)
 		r = asprintf(&filters,
 			     "{\"reference\":[\"" STAGES_REPO "%s\"],"
 			     "\"label\":[\"" WERF_LABEL_PROJECT "=%s\","
@@ -162,10 +175,20 @@ out:
 
 /* ---- export ---- */
 
+/* What a layer's first bytes say it is. */
+enum blob_kind { KIND_TAR, KIND_GZIP, KIND_ZSTD };
+
 struct exported_file {
-	char *name;
+	char *name; /* normalized archive path */
 	char digest[DIGEST_LEN];
 	uint64_t size;
+	enum blob_kind kind;
+};
+
+/* A link entry: name -> target, both normalized archive paths. */
+struct exported_link {
+	char *name;
+	char *target;
 };
 
 struct export
@@ -180,12 +203,61 @@ struct export
 	int fd;
 	char tmp[4096];
 	uint64_t written;
+	unsigned char head[4];
+	size_t head_len;
 	struct digest_ctx *dg;
 	struct buf manifest;
 	/* done entries */
-	size_t nfiles;
+	size_t nfiles, nlinks;
 	struct exported_file *files;
+	struct exported_link *links;
 };
+
+/* "a/./b/../c" -> "a/c" (a new string); NULL when it leaves the archive's root or is
+ * absolute. base: the folder a relative symlink target starts from, or NULL. */
+static char *norm_path(const char *base, const char *path)
+{
+	char *joined = NULL, *out, *o;
+	const char *p;
+
+	if (!path || path[0] == '/')
+		return NULL;
+	if (asprintf(&joined, "%s%s%s", base ? base : "", base && *base ? "/" : "", path) < 0)
+		return NULL;
+	out = calloc(1, strlen(joined) + 1);
+	if (!out) {
+		free(joined);
+		return NULL;
+	}
+	o = out;
+	for (p = joined; *p;) {
+		const char *e = strchrnul(p, '/');
+		size_t n = (size_t)(e - p);
+		if (n == 0 || (n == 1 && p[0] == '.')) {
+			/* nothing */
+		} else if (n == 2 && p[0] == '.' && p[1] == '.') {
+			if (o == out) {
+				free(out);
+				free(joined);
+				return NULL;
+			}
+			while (o > out && o[-1] != '/')
+				o--;
+			if (o > out)
+				o--;
+			*o = '\0';
+		} else {
+			if (o > out)
+				*o++ = '/';
+			memcpy(o, p, n);
+			o += n;
+			*o = '\0';
+		}
+		p = *e ? e + 1 : e;
+	}
+	free(joined);
+	return out;
+}
 
 static bool wanted_blob(const char *name)
 {
@@ -204,12 +276,13 @@ static int ex_begin(void *ud, const char *name, uint64_t size)
 	struct export *ex = ud;
 
 	free(ex->name);
-	ex->name = strdup(name);
-	if (!ex->name)
-		return -ENOMEM;
+	ex->name = norm_path(NULL, name);
 	ex->mode = SKIP;
 	ex->written = 0;
-	if (strcmp(name, "manifest.json") == 0) {
+	ex->head_len = 0;
+	if (!ex->name)
+		return 0; /* outside the archive's root: not ours */
+	if (strcmp(ex->name, "manifest.json") == 0) {
 		if (size > MANIFEST_JSON_CAP)
 			return err_set(ex->err, -EFBIG, "export: manifest.json too large");
 		buf_done(&ex->manifest);
@@ -217,7 +290,7 @@ static int ex_begin(void *ud, const char *name, uint64_t size)
 		ex->mode = COLLECT;
 		return 0;
 	}
-	if (!wanted_blob(name))
+	if (!wanted_blob(ex->name))
 		return 0;
 	snprintf(ex->tmp, sizeof(ex->tmp), "%s/tmp/export.XXXXXX", ex->ds->dir);
 	ex->fd = mkostemp(ex->tmp, O_CLOEXEC);
@@ -237,6 +310,12 @@ static int ex_data(void *ud, const void *data, size_t len)
 		return buf_append(&ex->manifest, data, len);
 	if (ex->mode != STORE)
 		return 0;
+	if (ex->head_len < sizeof(ex->head)) {
+		size_t n =
+		    sizeof(ex->head) - ex->head_len < len ? sizeof(ex->head) - ex->head_len : len;
+		memcpy(ex->head + ex->head_len, data, n);
+		ex->head_len += n;
+	}
 	digest_update(ex->dg, data, len);
 	while (left) {
 		ssize_t n = write(ex->fd, p, left);
@@ -251,6 +330,15 @@ static int ex_data(void *ud, const void *data, size_t len)
 	}
 	ex->written += len;
 	return 0;
+}
+
+static enum blob_kind sniff(const unsigned char *head, size_t len)
+{
+	if (len >= 2 && head[0] == 0x1f && head[1] == 0x8b)
+		return KIND_GZIP;
+	if (len >= 4 && head[0] == 0x28 && head[1] == 0xb5 && head[2] == 0x2f && head[3] == 0xfd)
+		return KIND_ZSTD;
+	return KIND_TAR;
 }
 
 static int ex_end(void *ud)
@@ -268,6 +356,7 @@ static int ex_end(void *ud)
 	f = &ex->files[ex->nfiles];
 	digest_final(ex->dg, f->digest);
 	f->size = ex->written;
+	f->kind = sniff(ex->head, ex->head_len);
 	f->name = ex->name;
 	ex->name = NULL;
 	ex->nfiles++;
@@ -289,6 +378,45 @@ static int ex_end(void *ud)
 	return 0;
 }
 
+/* A link entry: `docker save` writes a repeated layer as a symlink to its first copy
+ * (20.10: ID2/layer.tar -> ../ID1/layer.tar); an archive of hard-linked files has hard links.
+ * Kept as aliases, resolved when the export is complete (a link may come before its target). */
+static int ex_link(void *ud, const char *name, const char *target, bool hard)
+{
+	struct export *ex = ud;
+	struct exported_link *l;
+	char *n = norm_path(NULL, name), *dir = n ? strdup(n) : NULL, *slash, *t;
+
+	if (!n || !dir) {
+		free(n);
+		free(dir);
+		return n ? -ENOMEM : 0;
+	}
+	slash = strrchr(dir, '/');
+	if (slash)
+		*slash = '\0';
+	else
+		dir[0] = '\0';
+	t = norm_path(hard ? NULL : dir, target);
+	free(dir);
+	if (!t || ex->nlinks >= OCI_MAX_DESCRIPTORS * 4) {
+		free(n);
+		free(t);
+		return 0; /* points outside the archive (or too many): never a blob of ours */
+	}
+	l = realloc(ex->links, (ex->nlinks + 1) * sizeof(*l));
+	if (!l) {
+		free(n);
+		free(t);
+		return -ENOMEM;
+	}
+	ex->links = l;
+	ex->links[ex->nlinks].name = n;
+	ex->links[ex->nlinks].target = t;
+	ex->nlinks++;
+	return 0;
+}
+
 static int ex_sink(void *ud, const void *data, size_t len)
 {
 	struct export *ex = ud;
@@ -299,10 +427,32 @@ static int ex_sink(void *ud, const void *data, size_t len)
 	return r;
 }
 
+/* The file an archive path names, following links (at most 16 hops), or NULL. */
 static const struct exported_file *ex_find(const struct export *ex, const char *name)
 {
+	char *n = norm_path(NULL, name);
+	const struct exported_file *found = NULL;
+
+	for (int hop = 0; n && hop <= 16 && !found; hop++) {
+		const char *next = NULL;
+		for (size_t i = 0; i < ex->nfiles && !found; i++)
+			if (strcmp(ex->files[i].name, n) == 0)
+				found = &ex->files[i];
+		for (size_t i = 0; i < ex->nlinks && !found && !next; i++)
+			if (strcmp(ex->links[i].name, n) == 0)
+				next = ex->links[i].target;
+		free(n);
+		n = next ? strdup(next) : NULL;
+	}
+	free(n);
+	return found;
+}
+
+/* The exported blob with this content digest, or NULL. */
+static const struct exported_file *ex_find_digest(const struct export *ex, const char *digest)
+{
 	for (size_t i = 0; i < ex->nfiles; i++)
-		if (strcmp(ex->files[i].name, name) == 0)
+		if (strcmp(ex->files[i].digest, digest) == 0)
 			return &ex->files[i];
 	return NULL;
 }
@@ -336,17 +486,67 @@ static int read_small_file(const char *path, size_t cap, char **ret, size_t *ret
 	return *ret ? 0 : -ENOMEM;
 }
 
-/* Write DIR/meta/HEX: the layer list, so sizes are known without another export. */
+/* A cached blob's bytes, checked against its digest; -ENOENT when absent or not matching. */
+static int read_blob_file(struct docker_storage *ds, const char *digest, size_t cap, char **ret,
+			  size_t *ret_len)
+{
+	char path[4096], got[DIGEST_LEN];
+	int r;
+
+	snprintf(path, sizeof(path), "%s/blobs/%s", ds->dir, digest + 7);
+	r = read_small_file(path, cap, ret, ret_len);
+	if (r < 0)
+		return r == -ENOBUFS || r == -EFBIG ? -EFBIG : -ENOENT;
+	if (digest_buffer(*ret, *ret_len, got) < 0 || strcmp(got, digest) != 0) {
+		free(*ret);
+		*ret = NULL;
+		return -ENOENT;
+	}
+	return 0;
+}
+
+/* The media type a layer of this kind gets in a manifest we make. */
+static const char *kind_media_type(enum blob_kind k)
+{
+	return k == KIND_GZIP	? MT_OCI_LAYER_GZIP
+	       : k == KIND_ZSTD ? MT_OCI_LAYER_ZSTD
+				: MT_OCI_LAYER_TAR;
+}
+
+/* False when a layer media type names a compression its bytes do not have. */
+static bool media_type_fits(const char *mt, enum blob_kind k)
+{
+	size_t n = mt ? strlen(mt) : 0;
+	bool gz = n > 5 && (strcmp(mt + n - 5, "+gzip") == 0 || strcmp(mt + n - 5, ".gzip") == 0);
+	bool zst = n > 5 && strcmp(mt + n - 5, "+zstd") == 0;
+
+	if (gz)
+		return k == KIND_GZIP;
+	if (zst)
+		return k == KIND_ZSTD;
+	return k == KIND_TAR;
+}
+
+/* Write DIR/meta/HEX: what the export gave, so the layout is known without another export. */
 static void write_meta(struct docker_storage *ds, const struct image *im)
 {
-	json_t *root = json_array();
+	json_t *root = json_object(), *layers = json_array();
 	char path[4096], tmp[4096];
-
-	for (size_t i = 0; root && i < im->nlayers; i++)
-		json_array_append_new(root, json_pack("{s:s,s:I}", "digest", im->layers[i].digest,
-						      "size", (json_int_t)im->layers[i].size));
 	int fd;
 
+	for (size_t i = 0; layers && i < im->nlayers; i++)
+		json_array_append_new(layers,
+				      json_pack("{s:s,s:I,s:s}", "digest", im->layers[i].digest,
+						"size", (json_int_t)im->layers[i].size, "mediaType",
+						im->layers[i].media_type));
+	if (root && layers) {
+		json_object_set_new(root, "version", json_integer(META_VERSION));
+		json_object_set_new(root, "config", json_string(im->config_digest));
+		json_object_set_new(root, "manifest",
+				    im->manifest ? json_string(im->manifest_digest) : json_null());
+		json_object_set(root, "layers", layers);
+	}
+	json_decref(layers);
 	snprintf(path, sizeof(path), "%s/meta/%s", ds->dir, im->id + 7);
 	snprintf(tmp, sizeof(tmp), "%s/tmp/meta.XXXXXX", ds->dir);
 	fd = root ? mkostemp(tmp, O_CLOEXEC) : -1;
@@ -361,56 +561,197 @@ static void write_meta(struct docker_storage *ds, const struct image *im)
 	json_decref(root);
 }
 
-/* Fill im from its meta file and config blob; -ENOENT when either is missing. */
+/* Fill im from its meta file and the config (and kept manifest) blobs; -ENOENT when any is
+ * missing or the meta is of an older version. */
 static int load_meta(struct docker_storage *ds, struct image *im)
 {
 	char path[4096];
-	json_t *root, *e;
+	json_t *root, *arr, *e;
+	const char *cfg, *man;
 	size_t i;
-	int r;
+	int r = -ENOENT;
 
-	snprintf(path, sizeof(path), "%s/blobs/%s", ds->dir, im->id + 7);
-	r = read_small_file(path, CONFIG_CAP, &im->config, &im->config_len);
-	if (r < 0)
-		return r;
 	snprintf(path, sizeof(path), "%s/meta/%s", ds->dir, im->id + 7);
 	root = json_load_file(path, 0, NULL);
-	if (!json_is_array(root) || json_array_size(root) > OCI_MAX_DESCRIPTORS) {
-		json_decref(root);
-		return -ENOENT;
+	arr = json_object_get(root, "layers");
+	cfg = json_string_value(json_object_get(root, "config"));
+	man = json_string_value(json_object_get(root, "manifest"));
+	if (json_integer_value(json_object_get(root, "version")) != META_VERSION ||
+	    !json_is_array(arr) || json_array_size(arr) > OCI_MAX_DESCRIPTORS ||
+	    !name_digest_valid(cfg) || (man && !name_digest_valid(man)))
+		goto out;
+	memcpy(im->config_digest, cfg, DIGEST_LEN);
+	r = read_blob_file(ds, cfg, CONFIG_CAP, &im->config, &im->config_len);
+	if (r == 0 && man) {
+		memcpy(im->manifest_digest, man, DIGEST_LEN);
+		r = read_blob_file(ds, man, MANIFEST_CAP, &im->manifest, &im->manifest_len);
 	}
-	im->layers = calloc(json_array_size(root) + 1, sizeof(*im->layers));
-	if (!im->layers) {
-		json_decref(root);
-		return -ENOMEM;
-	}
-	json_array_foreach(root, i, e)
+	if (r < 0)
+		goto out;
+	r = -ENOMEM;
+	im->layers = calloc(json_array_size(arr) + 1, sizeof(*im->layers));
+	if (!im->layers)
+		goto out;
+	r = -ENOENT;
+	json_array_foreach(arr, i, e)
 	{
 		const char *dg = json_string_value(json_object_get(e, "digest"));
+		const char *mt = json_string_value(json_object_get(e, "mediaType"));
 		json_int_t size = json_integer_value(json_object_get(e, "size"));
-		if (!name_digest_valid(dg) || size < 0) {
-			json_decref(root);
-			return -ENOENT;
+		if (!name_digest_valid(dg) || size < 0 || !mt)
+			goto out;
+		im->layers[i].media_type = strdup(mt);
+		if (!im->layers[i].media_type) {
+			r = -ENOMEM;
+			goto out;
 		}
-		im->layers[i].media_type = strdup(MT_OCI_LAYER_TAR);
 		memcpy(im->layers[i].digest, dg, DIGEST_LEN);
 		im->layers[i].size = (uint64_t)size;
 		im->nlayers = i + 1;
 	}
+	r = 0;
+out:
 	json_decref(root);
+	return r;
+}
+
+/* Set im's layers from archive paths (manifest.json "Layers"), typed by their bytes. */
+static int layers_from_paths(const struct export *ex, json_t *layers, const char *ref,
+			     struct image *im, struct sf_err *err)
+{
+	if (!json_is_array(layers) || json_array_size(layers) > OCI_MAX_DESCRIPTORS)
+		return err_set(err, -EPROTO, "exporting %s: manifest.json has no Layers", ref);
+	im->layers = calloc(json_array_size(layers) + 1, sizeof(*im->layers));
+	if (!im->layers)
+		return -ENOMEM;
+	for (size_t i = 0; i < json_array_size(layers); i++) {
+		const char *ln = json_string_value(json_array_get(layers, i));
+		const struct exported_file *lf = ln ? ex_find(ex, ln) : NULL;
+		if (!lf)
+			return err_set(err, -EPROTO,
+				       "exporting %s: layer %zu (%s) missing from the export", ref,
+				       i, ln ? ln : "?");
+		im->layers[i].media_type = strdup(kind_media_type(lf->kind));
+		if (!im->layers[i].media_type)
+			return -ENOMEM;
+		memcpy(im->layers[i].digest, lf->digest, DIGEST_LEN);
+		im->layers[i].size = lf->size;
+		im->nlayers = i + 1;
+	}
 	return 0;
+}
+
+/* An image manifest of the export (by digest) whose config and layers are all in the export;
+ * its bytes and parse in *ret. -ENOENT when it is not that. */
+static int usable_manifest(struct docker_storage *ds, const struct export *ex, const char *digest,
+			   char **ret, size_t *ret_len, struct oci_manifest *m)
+{
+	struct sf_err ignored = {0};
+
+	if (!ex_find_digest(ex, digest) ||
+	    read_blob_file(ds, digest, MANIFEST_CAP, ret, ret_len) < 0)
+		return -ENOENT;
+	if (oci_manifest_parse(*ret, *ret_len, NULL, m, &ignored) < 0 || m->is_index ||
+	    !ex_find_digest(ex, m->config.digest))
+		goto no;
+	for (size_t i = 0; i < m->n; i++) {
+		const struct exported_file *f = ex_find_digest(ex, m->descs[i].digest);
+		/* an attestation manifest's "layers" are in-toto statements, not tars */
+		if (!f || f->size != m->descs[i].size || strstr(m->descs[i].media_type, "in-toto"))
+			goto no;
+	}
+	return 0;
+no:
+	oci_manifest_done(m);
+	free(*ret);
+	*ret = NULL;
+	return -ENOENT;
+}
+
+/* Docker's containerd image store: the image ID is the digest of a manifest or an index in the
+ * export. The stage is that manifest (or the index's first child manifest whose blobs are all
+ * exported), kept byte for byte when its layer types fit their bytes. */
+static int image_from_stored(struct docker_storage *ds, const struct export *ex, const char *ref,
+			     struct image *im, struct sf_err *err)
+{
+	struct oci_manifest m = {0}, idx = {0};
+	char *data = NULL, *chosen = NULL;
+	size_t len = 0, chosen_len = 0;
+	bool fits = true;
+	int r;
+
+	r = read_blob_file(ds, im->id, MANIFEST_CAP, &data, &len);
+	if (r < 0 || oci_manifest_parse(data, len, NULL, &idx, err) < 0) {
+		r = err_set(err, -EPROTO,
+			    "exporting %s: image %.19s is in the export but is not a "
+			    "manifest or index",
+			    ref, im->id);
+		goto out;
+	}
+	if (!idx.is_index) {
+		oci_manifest_done(&idx);
+		free(data);
+		data = NULL;
+		r = usable_manifest(ds, ex, im->id, &chosen, &chosen_len, &m);
+		memcpy(im->manifest_digest, im->id, DIGEST_LEN);
+	} else {
+		r = -ENOENT;
+		for (size_t i = 0; i < idx.n && r < 0; i++) {
+			r = usable_manifest(ds, ex, idx.descs[i].digest, &chosen, &chosen_len, &m);
+			if (r == 0)
+				memcpy(im->manifest_digest, idx.descs[i].digest, DIGEST_LEN);
+		}
+	}
+	if (r < 0) {
+		r = err_set(err, -EPROTO,
+			    "exporting %s: the export holds no complete image manifest of %.19s",
+			    ref, im->id);
+		goto out;
+	}
+	memcpy(im->config_digest, m.config.digest, DIGEST_LEN);
+	im->layers = calloc(m.n + 1, sizeof(*im->layers));
+	if (!im->layers) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < m.n; i++) {
+		const struct exported_file *f = ex_find_digest(ex, m.descs[i].digest);
+		bool ok = media_type_fits(m.descs[i].media_type, f->kind);
+		im->layers[i].media_type =
+		    strdup(ok ? m.descs[i].media_type : kind_media_type(f->kind));
+		if (!im->layers[i].media_type) {
+			r = -ENOMEM;
+			goto out;
+		}
+		fits = fits && ok;
+		memcpy(im->layers[i].digest, f->digest, DIGEST_LEN);
+		im->layers[i].size = f->size;
+		im->nlayers = i + 1;
+	}
+	if (fits) {
+		/* as stored: its own bytes, and a config of its own media type */
+		im->manifest = chosen;
+		im->manifest_len = chosen_len;
+		chosen = NULL;
+	}
+	r = 0;
+out:
+	oci_manifest_done(&m);
+	oci_manifest_done(&idx);
+	free(data);
+	free(chosen);
+	return r;
 }
 
 /* Export ref (whose image ID is im->id) into the cache and fill im. */
 static int export_image(struct docker_storage *ds, const char *ref, struct image *im,
 			struct sf_err *err)
 {
-	static const struct tar_callbacks cb = {ex_begin, ex_data, ex_end};
+	static const struct tar_callbacks cb = {ex_begin, ex_data, ex_end, ex_link};
 	struct export ex = {.ds = ds, .err = err, .fd = -1};
-	json_t *root = NULL, *entry = NULL, *layers;
+	json_t *root = NULL, *entry = NULL;
 	const struct exported_file *cfg = NULL;
 	const char *cfg_name;
-	char path[4096];
 	size_t i;
 	int r;
 
@@ -437,44 +778,25 @@ static int export_image(struct docker_storage *ds, const char *ref, struct image
 			break;
 		cfg = NULL;
 	}
-	if (!cfg) {
+	if (cfg) {
+		/* The classic image store: the image ID is the config digest. */
+		memcpy(im->config_digest, im->id, DIGEST_LEN);
+		r = layers_from_paths(&ex, json_object_get(entry, "Layers"), ref, im, err);
+	} else if (ex_find_digest(&ex, im->id)) {
+		r = image_from_stored(ds, &ex, ref, im, err);
+	} else {
 		r = err_set(
 		    err, -EAGAIN,
 		    "exporting %s: the export does not hold image %.19s (retagged meanwhile?)", ref,
 		    im->id);
+	}
+	if (r < 0)
 		goto out;
-	}
-	layers = json_object_get(entry, "Layers");
-	if (!json_is_array(layers) || json_array_size(layers) > OCI_MAX_DESCRIPTORS) {
-		r = err_set(err, -EPROTO, "exporting %s: manifest.json has no Layers", ref);
-		goto out;
-	}
-	im->layers = calloc(json_array_size(layers) + 1, sizeof(*im->layers));
-	if (!im->layers) {
-		r = -ENOMEM;
-		goto out;
-	}
-	for (i = 0; i < json_array_size(layers); i++) {
-		const char *ln = json_string_value(json_array_get(layers, i));
-		const struct exported_file *lf = ln ? ex_find(&ex, ln) : NULL;
-		if (!lf) {
-			r = err_set(err, -EPROTO, "exporting %s: layer %zu missing from the export",
-				    ref, i);
-			goto out;
-		}
-		im->layers[i].media_type = strdup(MT_OCI_LAYER_TAR);
-		if (!im->layers[i].media_type) {
-			r = -ENOMEM;
-			goto out;
-		}
-		memcpy(im->layers[i].digest, lf->digest, DIGEST_LEN);
-		im->layers[i].size = lf->size;
-		im->nlayers = i + 1;
-	}
-	snprintf(path, sizeof(path), "%s/blobs/%s", ds->dir, im->id + 7);
-	r = read_small_file(path, CONFIG_CAP, &im->config, &im->config_len);
+	r = read_blob_file(ds, im->config_digest, CONFIG_CAP, &im->config, &im->config_len);
 	if (r < 0) {
-		r = err_set(err, r, "exporting %s: config: %s", ref, strerror(-r));
+		r = err_set(err, r == -ENOENT ? -EPROTO : r, "exporting %s: config %.19s: %s", ref,
+			    im->config_digest,
+			    r == -ENOENT ? "missing from the export" : strerror(-r));
 		goto out;
 	}
 	write_meta(ds, im);
@@ -485,7 +807,12 @@ out:
 	}
 	for (i = 0; i < ex.nfiles; i++)
 		free(ex.files[i].name);
+	for (i = 0; i < ex.nlinks; i++) {
+		free(ex.links[i].name);
+		free(ex.links[i].target);
+	}
 	free(ex.files);
+	free(ex.links);
 	free(ex.name);
 	buf_done(&ex.manifest);
 	digest_free(ex.dg);
@@ -554,40 +881,58 @@ static void evict(struct docker_storage *ds, const struct image *keep)
 static int build_layout(const struct image *im, const char *stage, struct stage_layout **ret)
 {
 	struct oci_desc config = {.media_type = (char *)MT_OCI_CONFIG}, man = {0};
+	struct oci_manifest parsed = {0};
 	struct stage_layout *l;
 	char *mjson = NULL;
 	size_t mlen = 0;
 	int r;
 
-	memcpy(config.digest, im->id, DIGEST_LEN);
-	config.size = im->config_len;
-	r = oci_manifest_json(MT_OCI_MANIFEST, &config, im->layers, im->nlayers, &mjson, &mlen);
-	if (r < 0)
-		return r;
+	if (im->manifest) {
+		/* as stored; its media type from its own bytes */
+		struct sf_err ignored = {0};
+		r = oci_manifest_parse(im->manifest, im->manifest_len, NULL, &parsed, &ignored);
+		if (r < 0)
+			return -EPROTO;
+		man.media_type = parsed.media_type;
+		memcpy(man.digest, im->manifest_digest, DIGEST_LEN);
+		man.size = im->manifest_len;
+		mjson = im->manifest;
+		mlen = im->manifest_len;
+	} else {
+		memcpy(config.digest, im->config_digest, DIGEST_LEN);
+		config.size = im->config_len;
+		r = oci_manifest_json(MT_OCI_MANIFEST, &config, im->layers, im->nlayers, &mjson,
+				      &mlen);
+		if (r < 0)
+			return r;
+		man.media_type = (char *)MT_OCI_MANIFEST;
+		digest_buffer(mjson, mlen, man.digest);
+		man.size = mlen;
+	}
 	l = stage_layout_new();
 	if (!l) {
-		free(mjson);
-		return -ENOMEM;
+		r = -ENOMEM;
+		goto out;
 	}
-	man.media_type = (char *)MT_OCI_MANIFEST;
-	digest_buffer(mjson, mlen, man.digest);
-	man.size = mlen;
-	memcpy(l->image_id, im->id, DIGEST_LEN);
+	memcpy(l->image_id, im->config_digest, DIGEST_LEN);
 	r = stage_layout_add_blob(l, man.digest, mlen, mjson);
 	if (r == 0)
-		r = stage_layout_add_blob(l, im->id, im->config_len, im->config);
+		r = stage_layout_add_blob(l, im->config_digest, im->config_len, im->config);
 	for (size_t i = 0; r == 0 && i < im->nlayers; i++)
 		r = stage_layout_add_blob(l, im->layers[i].digest, im->layers[i].size, NULL);
 	if (r == 0)
 		r = oci_index_json(&man, stage, &l->index_json, &l->index_len);
-	free(mjson);
 	if (r < 0) {
 		stage_layout_unref(l);
-		return r;
+		goto out;
 	}
 	stage_layout_seal(l);
 	*ret = l;
-	return 0;
+out:
+	if (mjson != im->manifest)
+		free(mjson);
+	oci_manifest_done(&parsed);
+	return r;
 }
 
 /* Make sure the image with this ID is exported (or known from disk; with need_files, its

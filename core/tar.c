@@ -25,6 +25,7 @@ struct tar_reader {
 	char type;	    /* of the current entry */
 	struct buf meta;    /* body of a GNU long name or pax header */
 	char *next_name;    /* from 'L' or pax 'path' */
+	char *next_link;    /* from 'K' or pax 'linkpath' */
 	uint64_t next_size; /* from pax 'size' */
 	bool has_next_size;
 	int zero_blocks;
@@ -47,6 +48,7 @@ void tar_reader_free(struct tar_reader *t)
 		return;
 	buf_done(&t->meta);
 	free(t->next_name);
+	free(t->next_link);
 	free(t);
 }
 
@@ -112,6 +114,13 @@ static int parse_pax(struct tar_reader *t, struct sf_err *err)
 			t->next_name = strndup(val, vlen);
 			if (!t->next_name)
 				return -ENOMEM;
+		} else if (klen == 8 && memcmp(sp + 1, "linkpath", 8) == 0) {
+			if (vlen >= NAME_CAP)
+				return err_set(err, -EBADMSG, "tar: link target too long");
+			free(t->next_link);
+			t->next_link = strndup(val, vlen);
+			if (!t->next_link)
+				return -ENOMEM;
 		} else if (klen == 4 && memcmp(sp + 1, "size", 4) == 0) {
 			uint64_t v = 0;
 			for (size_t i = 0; i < vlen; i++) {
@@ -131,7 +140,7 @@ static int on_header(struct tar_reader *t, struct sf_err *err)
 {
 	const unsigned char *h = t->hdr;
 	uint64_t size, sum_field, sum = 0;
-	char name[NAME_CAP];
+	char name[NAME_CAP], link[NAME_CAP];
 	int r;
 
 	if (all_zero(h)) {
@@ -150,7 +159,8 @@ static int on_header(struct tar_reader *t, struct sf_err *err)
 	if (parse_number(h + 124, 12, &size) < 0)
 		return err_set(err, -EBADMSG, "tar: bad size field");
 	t->type = (char)h[156];
-	if (t->has_next_size && t->type != 'x' && t->type != 'L' && t->type != 'g')
+	if (t->has_next_size && t->type != 'x' && t->type != 'L' && t->type != 'K' &&
+	    t->type != 'g')
 		size = t->next_size;
 	t->left = size;
 	t->pad_left = (size_t)((BLOCK - size % BLOCK) % BLOCK);
@@ -163,8 +173,8 @@ static int on_header(struct tar_reader *t, struct sf_err *err)
 		t->left = 0;
 		t->pad_left = 0;
 	}
-	if (t->type == 'L' || t->type == 'x' || t->type == 'g') {
-		if (size > (t->type == 'L' ? NAME_CAP : PAX_CAP))
+	if (t->type == 'L' || t->type == 'K' || t->type == 'x' || t->type == 'g') {
+		if (size > (t->type == 'L' || t->type == 'K' ? NAME_CAP : PAX_CAP))
 			return err_set(err, -EBADMSG, "tar: metadata entry too large");
 		t->meta.cap = PAX_CAP;
 		return 0;
@@ -182,9 +192,22 @@ static int on_header(struct tar_reader *t, struct sf_err *err)
 		else
 			snprintf(name, sizeof(name), "%.*s", (int)nl, nm);
 	}
+	if (t->next_link) {
+		snprintf(link, sizeof(link), "%s", t->next_link);
+	} else {
+		size_t ll = strnlen((const char *)h + 157, 100);
+		snprintf(link, sizeof(link), "%.*s", (int)ll, (const char *)h + 157);
+	}
 	free(t->next_name);
 	t->next_name = NULL;
+	free(t->next_link);
+	t->next_link = NULL;
 	t->has_next_size = false;
+	if ((t->type == '1' || t->type == '2') && t->cb.link) {
+		r = t->cb.link(t->ud, name, link, t->type == '1');
+		if (r < 0)
+			return r;
+	}
 	if (t->type == '0' || t->type == '\0' || t->type == '7') {
 		t->type = '0';
 		r = t->cb.file_begin ? t->cb.file_begin(t->ud, name, size) : 0;
@@ -207,13 +230,14 @@ static int on_body_end(struct tar_reader *t, struct sf_err *err)
 
 	if (t->type == '0' && t->cb.file_end)
 		r = t->cb.file_end(t->ud);
-	else if (t->type == 'L') {
+	else if (t->type == 'L' || t->type == 'K') {
 		size_t n = strnlen(t->meta.data ? t->meta.data : "", t->meta.len);
+		char **dst = t->type == 'L' ? &t->next_name : &t->next_link;
 		if (n >= NAME_CAP)
 			return err_set(err, -EBADMSG, "tar: name too long");
-		free(t->next_name);
-		t->next_name = strndup(t->meta.data ? t->meta.data : "", n);
-		r = t->next_name ? 0 : -ENOMEM;
+		free(*dst);
+		*dst = strndup(t->meta.data ? t->meta.data : "", n);
+		r = *dst ? 0 : -ENOMEM;
 	} else if (t->type == 'x') {
 		r = parse_pax(t, err);
 	}
@@ -253,7 +277,7 @@ int tar_feed(struct tar_reader *t, const void *data, size_t len, struct sf_err *
 				r = t->cb.file_data ? t->cb.file_data(t->ud, p, n) : 0;
 				if (r < 0)
 					return r;
-			} else if (t->type == 'L' || t->type == 'x') {
+			} else if (t->type == 'L' || t->type == 'K' || t->type == 'x') {
 				if (buf_append(&t->meta, p, n) < 0)
 					return err_set(err, -EBADMSG, "tar: metadata too large");
 			}

@@ -1,12 +1,15 @@
-/* tar: a streaming reader of tar archives (ustar, GNU long names, pax path/size records).
+/* tar: a streaming reader of tar archives (ustar, GNU long names and long link names, pax
+ * path/linkpath/size records).
  *
  * Bytes are pushed in with tar_feed() in chunks of any size; the reader calls back at the start
- * of every regular file (name, size), with its data, and at its end. Used to unpack the Docker
+ * of every regular file (name, size), with its data, and at its end; and once for every
+ * symbolic or hard link entry (name, target as written). Used to unpack the Docker
  * Engine's image export without writing the archive to disk first. Headers are checked (checksum,
  * octal fields); names are capped at 4 KiB, pax records at 64 KiB. Not thread-safe.
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,6 +20,11 @@ struct tar_callbacks {
 	int (*file_begin)(void *userdata, const char *name, uint64_t size);
 	int (*file_data)(void *userdata, const void *data, size_t len);
 	int (*file_end)(void *userdata);
+	/* Optional (NULL: links are skipped). A link entry: symbolic (hard false; target as
+	 * written, usually relative to the entry's folder) or hard (hard true; target is the name
+	 * of an earlier entry of the archive). Both strings are borrowed for the call and under
+	 * 4 KiB. Return <0 to abort. */
+	int (*link)(void *userdata, const char *name, const char *target, bool hard);
 };
 
 struct tar_reader;

@@ -167,7 +167,20 @@ static int rec_end(void *ud)
 	return rec_call(r, r->ends, r->fail_end_at);
 }
 
-static const struct tar_callbacks rec_cb = {rec_begin, rec_data, rec_end};
+static const struct tar_callbacks rec_cb = {rec_begin, rec_data, rec_end, NULL};
+
+static int rec_link(void *ud, const char *name, const char *target, bool hard)
+{
+	struct recorder *r = ud;
+
+	if (r->in_file)
+		violation(r, "link inside a file");
+	text_addf(&r->trace, "link\t%s\t%s\t%s\n", name, target, hard ? "hard" : "sym");
+	return 0;
+}
+
+/* The same, also told of link entries. */
+static const struct tar_callbacks rec_link_cb = {rec_begin, rec_data, rec_end, rec_link};
 
 #define CHUNK_IRREGULAR ((size_t)-1)
 
@@ -498,12 +511,67 @@ static void test_corrupt_bytes(void **state)
 	free(data);
 }
 
+/* ---- link entries ------------------------------------------------------------------------- */
+
+static void links_case(struct tu_case *c, void *userdata)
+{
+	size_t *total = userdata, len, nl = strlen(c->name) - strlen(".tar");
+	char *data = tu_read_file(c->path, &len);
+	char *rel = tu_strdupf("tar-links/%.*s.expect", (int)nl, c->name);
+	struct text want = {0};
+
+	tu_each_line(rel, expect_line, &want);
+	for (size_t i = 0; i <= NCHUNKS; i++) {
+		struct recorder r;
+
+		rec_init(&r);
+		feed_all(data, len, i < NCHUNKS ? chunks[i] : len, &r, &rec_link_cb);
+		tu_check_mem(c, "callbacks with links", text_str(&r.trace), r.trace.len,
+			     text_str(&want), want.len);
+		rec_done(&r);
+	}
+	text_done(&want);
+	free(rel);
+	free(data);
+	(*total)++;
+}
+
+static void test_links(void **state)
+{
+	size_t n = 0, ran = tu_each_file("tar-links", ".tar", links_case, &n);
+	struct recorder r;
+	size_t len;
+	char *data;
+
+	assert_int_equal(ran, n);
+	assert_int_equal(n, 4); /* gen.py writes 4 archives */
+	tu_assert_all_passed();
+
+	/* The links of the archives of test_archives are reported too, in their place. */
+	data = read_archive("valid-skip.tar", &len);
+	rec_init(&r);
+	assert_int_equal(feed_all(data, len, 512, &r, &rec_link_cb), 0);
+	assert_non_null(
+	    strstr(text_str(&r.trace), "link\td/sym\tone\tsym\nlink\td/hard\td/one\thard\n"));
+	assert_int_equal(r.violations, 0);
+	rec_done(&r);
+	free(data);
+
+	/* Without a link callback, link entries are skipped (the trace has no link line). */
+	data = read_archive("valid-skip.tar", &len);
+	rec_init(&r);
+	assert_int_equal(feed_all(data, len, 512, &r, &rec_cb), 0);
+	assert_null(strstr(text_str(&r.trace), "link\t"));
+	rec_done(&r);
+	free(data);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_archives),	  cmocka_unit_test(test_callback_errors),
 	    cmocka_unit_test(test_no_callbacks),  cmocka_unit_test(test_truncated_everywhere),
-	    cmocka_unit_test(test_corrupt_bytes),
+	    cmocka_unit_test(test_corrupt_bytes), cmocka_unit_test(test_links),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
