@@ -246,7 +246,7 @@ static int got_end(void *ud)
 static void test_own_reader(void **state)
 {
 	struct fixture *f = *state;
-	struct tar_callbacks cb = {got_begin, got_data, got_end};
+	struct tar_callbacks cb = {.file_begin = got_begin, .file_data = got_data, .file_end = got_end};
 	struct got g = {.f = f};
 	struct sf_err err = {0};
 	struct tar_reader *t = tar_reader_new(&cb, &g);
@@ -502,7 +502,7 @@ static void test_huge_size(void **state)
 	assert_memory_equal(buf + 1024 + 124 + 7, "\x02\x00\x00\x00\x05", 5);
 	/* The reader takes the size from the pax record. */
 	struct got g = {0};
-	struct tar_callbacks cb = {got_begin, NULL, NULL};
+	struct tar_callbacks cb = {.file_begin = got_begin};
 	struct tar_reader *t = tar_reader_new(&cb, &g);
 	assert_int_equal(tar_feed(t, buf, sizeof(buf), &err), 0);
 	assert_string_equal(g.name, "big");
