@@ -46,6 +46,8 @@ struct pending_stage {
 	struct sf_err result_err;
 	struct hint *hints;
 	size_t nhints;
+	char **whiteouts;
+	size_t nwhiteouts;
 };
 
 struct pending {
@@ -56,6 +58,8 @@ struct pending {
 	struct pending_stage **v;
 	size_t n, alloc;
 	unsigned seq;
+	pending_retired_fn retired;
+	void *retired_ud;
 };
 
 struct pending_file {
@@ -358,6 +362,9 @@ static void ps_free(struct pending_stage *ps)
 	if (ps->dirfd >= 0)
 		close(ps->dirfd);
 	free(ps->hints);
+	for (size_t i = 0; i < ps->nwhiteouts; i++)
+		free(ps->whiteouts[i]);
+	free(ps->whiteouts);
 	pthread_mutex_destroy(&ps->lock);
 	free(ps);
 }
@@ -400,7 +407,15 @@ static void ps_retire(struct pending_stage *ps)
 	ps->writer = NULL;
 	pthread_mutex_unlock(&ps->lock);
 	rm_rf_at(p->dirfd, ps->dirname);
+	if (p->retired)
+		p->retired(p->retired_ud, ps->project, ps->stage);
 	pending_stage_unref(ps);
+}
+
+void pending_on_retire(struct pending *p, pending_retired_fn fn, void *ud)
+{
+	p->retired = fn;
+	p->retired_ud = ud;
 }
 
 int pending_stage_start(struct pending *p, const char *project, const char *stage,
@@ -492,6 +507,38 @@ struct pending_stage *pending_stage_find(struct pending *p, const char *project,
 bool pending_stage_checks_existing(const struct pending_stage *ps)
 {
 	return ps->existing != NULL;
+}
+
+int pending_whiteout(struct pending_stage *ps, const char *rel)
+{
+	char **nv, *copy;
+
+	if (pending_is_whiteout(ps, rel))
+		return 0;
+	copy = strdup(rel);
+	pthread_mutex_lock(&ps->lock);
+	nv = copy ? realloc(ps->whiteouts, (ps->nwhiteouts + 1) * sizeof(*nv)) : NULL;
+	if (nv) {
+		ps->whiteouts = nv;
+		nv[ps->nwhiteouts++] = copy;
+	}
+	pthread_mutex_unlock(&ps->lock);
+	if (!nv) {
+		free(copy);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+bool pending_is_whiteout(struct pending_stage *ps, const char *rel)
+{
+	bool hit = false;
+
+	pthread_mutex_lock(&ps->lock);
+	for (size_t i = 0; i < ps->nwhiteouts && !hit; i++)
+		hit = strcmp(ps->whiteouts[i], rel) == 0;
+	pthread_mutex_unlock(&ps->lock);
+	return hit;
 }
 
 void pending_stage_drop(struct pending_stage *ps)

@@ -47,6 +47,11 @@ struct pending_file;
 int pending_new(const char *cache_dir, struct pending **ret, unsigned *ret_stale,
 		struct sf_err *err);
 
+/* Called (from the retiring thread, no lock held) each time a pending stage leaves the set:
+ * committed, failed, or dropped; for callers that cache what the folder looked like. */
+typedef void (*pending_retired_fn)(void *ud, const char *project, const char *stage);
+void pending_on_retire(struct pending *p, pending_retired_fn fn, void *ud);
+
 /* Called by pending_free once for every pending stage that never completed, with what it lacks
  * ("no index.json", "blob sha256:... named by the manifest"). */
 typedef void (*pending_dropped_fn)(void *ud, const char *project, const char *stage,
@@ -64,6 +69,10 @@ int pending_stage_start(struct pending *p, const char *project, const char *stag
 struct pending_stage *pending_stage_find(struct pending *p, const char *project, const char *stage);
 void pending_stage_unref(struct pending_stage *ps);
 bool pending_stage_checks_existing(const struct pending_stage *ps);
+/* Check mode: rel of the existing stage was unlinked (tar -x unlinks before it creates): it
+ * looks absent in this folder until something is written there. Changes nothing stored. */
+int pending_whiteout(struct pending_stage *ps, const char *rel);
+bool pending_is_whiteout(struct pending_stage *ps, const char *rel);
 /* Forget a pending stage now, whatever it holds (its writer aborts, its files go). */
 void pending_stage_drop(struct pending_stage *ps);
 /* When the stage folder was made (mkdir), in ms since the epoch. */

@@ -299,6 +299,9 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->negative_timeout = 0;
 	/* An unlinked open file goes at once; no .fuse_hidden renames into pending stages. */
 	cfg->hard_remove = 1;
+	struct stagefs *f = stagefs_ctx();
+	f->fuse = fuse_get_context()->fuse;
+	pending_on_retire(f->pending, stagefs_forget_stage, f);
 	/* Larger reads: fewer round trips through the kernel for cp and skopeo. */
 	conn->max_read = 0;
 	if (conn->capable & FUSE_CAP_READDIRPLUS)

@@ -16,6 +16,7 @@ struct stagefs {
 	struct storage *st; /* the cache wrapper over the backend */
 	struct blobcache *blobs;
 	struct pending *pending; /* stage folders being written */
+	struct fuse *fuse;	 /* for cache invalidations */
 	const char *werf_home;	 /* for werf's switch block (st->switch_block) */
 	pthread_mutex_t lock;	 /* guards the two lists below */
 	char **made_projects;	 /* mkdir PROJECT on a by-project storage, until it has stages */
@@ -81,6 +82,9 @@ int stagefs_op_link(const char *from, const char *to);
 int stagefs_op_setxattr(const char *path, const char *name, const char *value, size_t size,
 			int flags);
 int stagefs_op_removexattr(const char *path, const char *name);
+/* The kernel forgets what it cached of that stage folder (asynchronously: never from inside a
+ * request that may hold the directory's lock). */
+void stagefs_forget_stage(void *ud, const char *project, const char *stage);
 /* The projects made by mkdir (by-project storages), for readdir of the root. */
 bool stagefs_made_project(const char *project);
 

@@ -151,6 +151,10 @@ int stagefs_resolve(const char *path, struct node *n, struct sf_err *err)
 			n->kind = N_PENDING;
 			return 0;
 		}
+		if (n->depth > 0 && pending_is_whiteout(n->ps, n->rel)) {
+			r = -ENOENT;
+			goto fail;
+		}
 	}
 	r = storage_find(f->st, n->project, comp[base], &n->info, err);
 	if (r < 0)

@@ -2,6 +2,7 @@
  * pending stages (core/pending.h) and are committed through the storage's writer; rm -r
  * removes a stage; werf's switch block refuses changes to a :local project. */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,6 +99,50 @@ static bool list_take(char **v, size_t *n, const char *s)
 			return true;
 		}
 	return false;
+}
+
+struct forget_job {
+	struct fuse *fuse;
+	char path[NAME_PROJECT_MAX + NAME_STAGE_MAX + 4];
+};
+
+static void *forget_thread(void *arg)
+{
+	struct forget_job *j = arg;
+
+	fuse_invalidate_path(j->fuse, j->path);
+	free(j);
+	return NULL;
+}
+
+/* Set while an rmdir runs: the kernel holds the parent folder's lock, so an invalidation of an
+ * entry in it must wait for the request to end. */
+static __thread bool in_rmdir;
+
+void stagefs_forget_stage(void *ud, const char *project, const char *stage)
+{
+	struct stagefs *f = ud;
+	struct forget_job *j;
+	pthread_t t;
+
+	if (!f->fuse || !(j = calloc(1, sizeof(*j))))
+		return;
+	j->fuse = f->fuse;
+	if (f->by_project && !f->project)
+		snprintf(j->path, sizeof(j->path), "/%s/%s", project, stage);
+	else
+		snprintf(j->path, sizeof(j->path), "/%s", stage);
+	/* close() and rename() inside the stage hold no lock of its parent: forget before the
+	 * tool's next call sees a folder that is gone. */
+	if (!in_rmdir) {
+		forget_thread(j);
+		return;
+	}
+	if (pthread_create(&t, NULL, forget_thread, j) != 0) {
+		free(j);
+		return;
+	}
+	pthread_detach(t);
 }
 
 bool stagefs_made_project(const char *project)
@@ -200,6 +245,11 @@ int stagefs_op_mkdir(const char *path, mode_t mode)
 		return r < 0 && r != -EEXIST ? stagefs_fail(path, r, &err) : r;
 	}
 	r = stagefs_resolve(path, &n, &err);
+	if (r == 0 && n.kind == N_PENDING) {
+		r = pending_mkdir(n.ps, n.rel, mode);
+		stagefs_node_done(&n);
+		return r;
+	}
 	stagefs_node_done(&n);
 	if (r == 0)
 		return -EEXIST;
@@ -334,24 +384,36 @@ int stagefs_op_unlink(const char *path)
 	struct node n;
 	int r = where_of(path, &w);
 
-	if (r < 0 || w.project_level || !w.rel[0])
-		return -EISDIR;
-	if ((r = blocked(w.project)) < 0)
+	if (r == 0 && (r = blocked(w.project)) < 0)
 		return r;
 	r = stagefs_resolve(path, &n, &err);
 	if (r < 0)
 		return stagefs_fail(path, r, &err);
+	if (w.project_level || !w.rel[0] || (n.kind != N_PENDING && n.depth <= 0)) {
+		stagefs_node_done(&n);
+		return -EISDIR;
+	}
 	if (n.kind == N_PENDING) {
 		r = pending_unlink(n.ps, n.rel);
-	} else if (n.kind == N_INDEX) {
+	} else if (n.kind == N_LAYOUT || n.kind == N_BLOB || n.kind == N_INDEX) {
+		/* Gone from this view so tools may write it again (tar -x unlinks first); the
+		 * storage keeps it. */
+		struct pending_stage *ps = NULL;
+		r = target_stage(path, &w, &ps, &err);
+		if (r == 0)
+			r = pending_whiteout(ps, w.rel);
+		pending_stage_unref(ps);
+	} else {
+		r = -EISDIR;
+	}
+	if (r == 0 && strcmp(w.rel, "index.json") == 0 &&
+	    (n.kind != N_PENDING || pending_stage_checks_existing(n.ps))) {
 		/* rm -r of a committed stage: its rmdir will remove it. Files alone never change. */
 		char key[NAME_PROJECT_MAX + NAME_STAGE_MAX + 2];
 		snprintf(key, sizeof(key), "%s/%s", w.project, w.stage);
 		pthread_mutex_lock(&f->lock);
 		r = list_add(&f->doomed, &f->n_doomed, key);
 		pthread_mutex_unlock(&f->lock);
-	} else {
-		r = n.kind == N_LAYOUT || n.kind == N_BLOB ? 0 : -EISDIR;
 	}
 	stagefs_node_done(&n);
 	return r;
@@ -384,6 +446,7 @@ static int remove_stage(const char *path, const struct where *w)
 		pending_stage_drop(ps);
 	pending_stage_unref(ps);
 	r = storage_remove(f->st, w->project, w->stage, &err);
+	stagefs_forget_stage(f, w->project, w->stage);
 	if (r < 0)
 		return stagefs_fail(path, r, &err);
 	stagefs_log("%s%s%s: stage removed", w->project, w->project[0] ? "/" : "", w->stage);
@@ -418,8 +481,12 @@ int stagefs_op_rmdir(const char *path)
 		pthread_mutex_unlock(&f->lock);
 		return 0;
 	}
-	if (!w.rel[0])
-		return remove_stage(path, &w);
+	if (!w.rel[0]) {
+		in_rmdir = true;
+		r = remove_stage(path, &w);
+		in_rmdir = false;
+		return r;
+	}
 	r = stagefs_resolve(path, &n, &err);
 	if (r < 0)
 		return stagefs_fail(path, r, &err);
