@@ -114,9 +114,12 @@ static int authorize(struct registry *r, const char *challenge, enum action act,
 	time_t expires;
 	int rc;
 
+	/* Every challenge of every WWW-Authenticate line (http.h combines them). */
 	if (!challenge || auth_parse_challenge(challenge, &ch) < 0)
-		return err_set(err, -EACCES, "%s: access denied (no usable WWW-Authenticate)",
-			       r->host);
+		return err_set(err, -EACCES,
+			       "%s: access denied, and no Basic or Bearer challenge to answer "
+			       "(WWW-Authenticate: %.200s)",
+			       r->host, challenge ? challenge : "absent");
 	if (ch.scheme == AUTH_BASIC) {
 		if (!r->have_cred || !r->cred.username) {
 			rc = err_set(err, -EACCES,
