@@ -414,7 +414,11 @@ static const char *parse_param_value(const char *p, char **ret)
 			goto bad;
 		p++;
 	} else {
+		/* A token, leniently: up to a comma or whitespace (unquoted URLs hold ':' and
+		 * '/'), but not "=x" (that is token68 gone wrong). */
 		const char *s = p;
+		if (*p == '=')
+			goto bad;
 		while (*p && *p != ',' && *p != ' ' && *p != '\t')
 			p++;
 		if (p == s || buf_append(&b, s, (size_t)(p - s)) < 0)
@@ -427,72 +431,147 @@ bad:
 	return NULL;
 }
 
-int auth_parse_challenge(const char *value, struct auth_challenge *ret)
+static bool is_tchar(unsigned char c)
 {
-	struct auth_challenge c = {0};
-	const char *p = value;
+	return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
 
-	if (!p)
-		return -EINVAL;
-	while (*p == ' ')
+static bool is_token68_char(unsigned char c)
+{
+	return isalnum(c) || (c && strchr("-._~+/", c));
+}
+
+static const char *skip_ows(const char *p)
+{
+	while (*p == ' ' || *p == '\t')
 		p++;
-	if (strncasecmp(p, "Basic", 5) == 0 && (p[5] == '\0' || p[5] == ' ')) {
-		c.scheme = AUTH_BASIC;
-		p += 5;
-	} else if (strncasecmp(p, "Bearer", 6) == 0 && (p[6] == '\0' || p[6] == ' ')) {
-		c.scheme = AUTH_BEARER;
-		p += 6;
-	} else {
-		return -EINVAL;
-	}
-	for (;;) {
-		const char *name;
-		size_t nlen;
-		char *val = NULL;
+	return p;
+}
 
-		while (*p == ' ' || *p == '\t' || *p == ',')
-			p++;
-		if (!*p)
-			break;
+/* At a list element after a comma: true when it starts a new challenge (a scheme not followed
+ * by "="), false when it is one more auth-param of the current one. */
+static bool starts_challenge(const char *p)
+{
+	const char *n = p;
+
+	while (is_tchar((unsigned char)*n))
+		n++;
+	return *skip_ows(n) != '=';
+}
+
+/* The auth-params of one challenge from p (after the scheme and its SP). Returns the position
+ * of the comma or end after the last one, or NULL on a syntax error. */
+static const char *parse_params(const char *p, struct auth_challenge *c)
+{
+	for (;;) {
+		const char *name, *q;
+		size_t nlen;
+		char *val = NULL, **slot = NULL;
+
+		/* Empty list elements, then a param or the next challenge. */
+		q = p;
+		while (*q == ' ' || *q == '\t' || *q == ',')
+			q++;
+		if (!*q)
+			return q;
+		if (q != p && *skip_ows(p) == ',' && starts_challenge(q))
+			return p;
+		p = q;
 		name = p;
-		while (isalnum((unsigned char)*p) || *p == '_' || *p == '-')
+		while (is_tchar((unsigned char)*p))
 			p++;
 		nlen = (size_t)(p - name);
-		while (*p == ' ')
-			p++;
+		p = skip_ows(p);
 		if (nlen == 0 || *p != '=')
-			goto bad;
-		p++;
-		while (*p == ' ')
-			p++;
+			return NULL;
+		p = skip_ows(p + 1);
 		p = parse_param_value(p, &val);
 		if (!p)
-			goto bad;
-		char **slot = NULL;
+			return NULL;
 		if (nlen == 5 && strncasecmp(name, "realm", 5) == 0)
-			slot = &c.realm;
+			slot = &c->realm;
 		else if (nlen == 7 && strncasecmp(name, "service", 7) == 0)
-			slot = &c.service;
+			slot = &c->service;
 		else if (nlen == 5 && strncasecmp(name, "scope", 5) == 0)
-			slot = &c.scope;
+			slot = &c->scope;
 		if (slot) {
 			free(*slot);
 			*slot = val;
 		} else {
 			free(val);
 		}
-		while (*p == ' ' || *p == '\t')
-			p++;
+		p = skip_ows(p);
 		if (*p && *p != ',')
-			goto bad;
+			return NULL;
 	}
-	if (c.scheme == AUTH_BEARER && (!c.realm || (strncmp(c.realm, "https://", 8) != 0 &&
-						     strncmp(c.realm, "http://", 7) != 0)))
-		goto bad;
-	*ret = c;
+}
+
+static bool usable(const struct auth_challenge *c)
+{
+	if (c->scheme == AUTH_BEARER)
+		return c->realm && (strncmp(c->realm, "https://", 8) == 0 ||
+				    strncmp(c->realm, "http://", 7) == 0);
+	return c->scheme == AUTH_BASIC;
+}
+
+int auth_parse_challenge(const char *value, struct auth_challenge *ret)
+{
+	struct auth_challenge best = {0}, c = {0};
+	const char *p = value, *s;
+
+	if (!p)
+		return -EINVAL;
+	/* 1#challenge, challenge = auth-scheme [ 1*SP ( token68 / #auth-param ) ] */
+	for (;;) {
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		if (!*p)
+			break;
+		s = p;
+		while (is_tchar((unsigned char)*p))
+			p++;
+		c = (struct auth_challenge){0};
+		if (p - s == 5 && strncasecmp(s, "Basic", 5) == 0)
+			c.scheme = AUTH_BASIC;
+		else if (p - s == 6 && strncasecmp(s, "Bearer", 6) == 0)
+			c.scheme = AUTH_BEARER;
+		if (p == s || (*p && *p != ' ' && *p != ','))
+			goto bad;
+		if (*p == ' ') {
+			const char *t = skip_ows(p), *e = t;
+			while (is_token68_char((unsigned char)*e))
+				e++;
+			if (e != t) {
+				while (*e == '=')
+					e++;
+				e = skip_ows(e);
+			}
+			if (e != t && (!*e || *e == ',')) {
+				/* token68 (Negotiate, NTLM): Basic and Bearer take params only. */
+				c.scheme = AUTH_NONE;
+				p = e;
+			} else {
+				p = parse_params(t, &c);
+				if (!p)
+					goto bad;
+			}
+		}
+		/* Bearer first, then Basic; the first of each kind. */
+		if (usable(&c) && (best.scheme == AUTH_NONE ||
+				   (best.scheme == AUTH_BASIC && c.scheme == AUTH_BEARER))) {
+			auth_challenge_done(&best);
+			best = c;
+			c = (struct auth_challenge){0};
+		}
+		auth_challenge_done(&c);
+	}
+	if (best.scheme == AUTH_NONE)
+		return -EINVAL;
+	*ret = best;
 	return 0;
 bad:
 	auth_challenge_done(&c);
+	auth_challenge_done(&best);
 	return -EINVAL;
 }
 

@@ -4,7 +4,7 @@
  * credHelpers[host], then credsStore, then auths[host] (base64 "user:password" in "auth", or
  * "username"/"password", or "identitytoken"). Helpers are run as `docker-credential-NAME get`
  * with the server address on stdin (their output is capped at 64 KiB, 10 s).
- * A challenge is a WWW-Authenticate value: Basic, or Bearer with realm/service/scope.
+ * A challenge comes from WWW-Authenticate: Basic, or Bearer with realm/service/scope.
  * Token fetch follows the Docker token spec (GET realm?service=..&scope=.., optional Basic).
  * All returned structs own their strings; *_done() frees. Thread-safe (no shared state).
  */
@@ -36,7 +36,14 @@ struct auth_challenge {
 	char *scope;
 };
 
-/* Parse one WWW-Authenticate value. -EINVAL for an unknown scheme or malformed params. */
+/* Parse a WWW-Authenticate field value, every line of it combined with ", " (http.h): a list
+ * of challenges as RFC 9110 section 11.6.1 writes them (auth-scheme, then token68 or
+ * auth-params with token or quoted-string values, commas between challenges and params; an
+ * unquoted value is taken up to a comma or whitespace, as registries write URLs unquoted).
+ * Every challenge is read; the one returned is the first Bearer with an http(s) realm, else the
+ * first Basic given with params or none. -EINVAL on a syntax error anywhere in the value, or
+ * when no challenge is usable (only Negotiate, NTLM, Digest...). A parameter value holds at
+ * most 8192 bytes. */
 int auth_parse_challenge(const char *value, struct auth_challenge *ret);
 void auth_challenge_done(struct auth_challenge *c);
 

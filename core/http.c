@@ -129,6 +129,8 @@ void http_response_done(struct http_response *r)
 	free(r->docker_content_digest);
 	free(r->content_range);
 	free(r->docker_upload_uuid);
+	free(r->content_length_value);
+	free(r->retry_after_value);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -139,24 +141,370 @@ static void response_reset(struct http_response *r)
 	r->retry_after = -1;
 }
 
-long http_parse_retry_after(const char *v)
+static bool is_ows(char c)
 {
+	return c == ' ' || c == '\t';
+}
+
+static const char *skip_ows(const char *p)
+{
+	while (is_ows(*p))
+		p++;
+	return p;
+}
+
+/* True when only OWS and line ends remain at p (values handed on as curl gives them). */
+static bool at_end(const char *p)
+{
+	while (is_ows(*p) || *p == '\r' || *p == '\n')
+		p++;
+	return !*p;
+}
+
+/* tchar of RFC 9110 section 5.6.2. */
+static bool is_tchar(unsigned char c)
+{
+	return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+#define RETRY_AFTER_CAP 100000
+
+long http_parse_retry_after_at(const char *v, time_t now)
+{
+	time_t when;
 	long n = 0;
 
 	if (!v)
 		return -1;
-	while (*v == ' ' || *v == '\t')
-		v++;
-	if (!isdigit((unsigned char)*v))
-		return -1;
+	v = skip_ows(v);
+	if (!isdigit((unsigned char)*v)) {
+		if (http_parse_date(v, &when) < 0)
+			return -1;
+		if (when <= now)
+			return 0;
+		return when - now > RETRY_AFTER_CAP ? RETRY_AFTER_CAP : (long)(when - now);
+	}
 	for (; isdigit((unsigned char)*v); v++)
-		if (n <= 100000)
+		if (n <= RETRY_AFTER_CAP)
 			n = n * 10 + (*v - '0');
-	while (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n')
+	while (is_ows(*v) || *v == '\r' || *v == '\n')
 		v++;
 	if (*v)
 		return -1;
-	return n > 100000 ? 100000 : n;
+	return n > RETRY_AFTER_CAP ? RETRY_AFTER_CAP : n;
+}
+
+long http_parse_retry_after(const char *v)
+{
+	return http_parse_retry_after_at(v, time(NULL));
+}
+
+static const char *const day_names[7] = {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"};
+static const char *const day_names_long[7] = {"Monday", "Tuesday",  "Wednesday", "Thursday",
+					      "Friday", "Saturday", "Sunday"};
+static const char *const month_names[12] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+					    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
+/* Exactly n digits at *p; advances. -1 if not. */
+static int digits(const char **p, int n)
+{
+	int v = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (!isdigit((unsigned char)(*p)[i]))
+			return -1;
+		v = v * 10 + ((*p)[i] - '0');
+	}
+	*p += n;
+	return v;
+}
+
+static bool lit(const char **p, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (strncmp(*p, s, n) != 0)
+		return false;
+	*p += n;
+	return true;
+}
+
+static int name_index(const char **p, const char *const *names, int count)
+{
+	for (int i = 0; i < count; i++)
+		if (lit(p, names[i]))
+			return i;
+	return -1;
+}
+
+/* "HH:MM:SS" */
+static bool time_of_day(const char **p, struct tm *tm)
+{
+	tm->tm_hour = digits(p, 2);
+	if (tm->tm_hour < 0 || !lit(p, ":"))
+		return false;
+	tm->tm_min = digits(p, 2);
+	if (tm->tm_min < 0 || !lit(p, ":"))
+		return false;
+	tm->tm_sec = digits(p, 2);
+	return tm->tm_sec >= 0 && tm->tm_hour <= 23 && tm->tm_min <= 59 && tm->tm_sec <= 60;
+}
+
+int http_parse_date(const char *v, time_t *ret)
+{
+	static const int mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	struct tm tm = {0};
+	const char *p;
+	int year;
+	time_t t;
+
+	if (!v)
+		return -EINVAL;
+	p = skip_ows(v);
+	if (name_index(&p, day_names_long, 7) >= 0) {
+		/* RFC 850: "Sunday, 06-Nov-94 08:49:37 GMT" */
+		if (!lit(&p, ", ") || (tm.tm_mday = digits(&p, 2)) < 0 || !lit(&p, "-") ||
+		    (tm.tm_mon = name_index(&p, month_names, 12)) < 0 || !lit(&p, "-") ||
+		    (year = digits(&p, 2)) < 0 || !lit(&p, " ") || !time_of_day(&p, &tm) ||
+		    !lit(&p, " GMT"))
+			return -EINVAL;
+		year += year < 70 ? 2000 : 1900;
+	} else if (name_index(&p, day_names, 7) >= 0) {
+		if (lit(&p, ", ")) {
+			/* IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT" */
+			if ((tm.tm_mday = digits(&p, 2)) < 0 || !lit(&p, " ") ||
+			    (tm.tm_mon = name_index(&p, month_names, 12)) < 0 || !lit(&p, " ") ||
+			    (year = digits(&p, 4)) < 0 || !lit(&p, " ") || !time_of_day(&p, &tm) ||
+			    !lit(&p, " GMT"))
+				return -EINVAL;
+		} else {
+			/* asctime: "Sun Nov  6 08:49:37 1994" */
+			if (!lit(&p, " ") || (tm.tm_mon = name_index(&p, month_names, 12)) < 0 ||
+			    !lit(&p, " "))
+				return -EINVAL;
+			if (*p == ' ') {
+				p++;
+				tm.tm_mday = digits(&p, 1);
+			} else {
+				tm.tm_mday = digits(&p, 2);
+			}
+			if (tm.tm_mday < 0 || !lit(&p, " ") || !time_of_day(&p, &tm) ||
+			    !lit(&p, " ") || (year = digits(&p, 4)) < 0)
+				return -EINVAL;
+		}
+	} else {
+		return -EINVAL;
+	}
+	while (is_ows(*p) || *p == '\r' || *p == '\n')
+		p++;
+	if (*p || tm.tm_mday < 1 || tm.tm_mday > mdays[tm.tm_mon] ||
+	    (tm.tm_mon == 1 && tm.tm_mday == 29 &&
+	     !(year % 4 == 0 && (year % 100 != 0 || year % 400 == 0))))
+		return -EINVAL;
+	tm.tm_year = year - 1900;
+	if (tm.tm_sec == 60)
+		tm.tm_sec = 59; /* a leap second: no time_t for it */
+	t = timegm(&tm);
+	if (t == (time_t)-1)
+		return -EINVAL;
+	*ret = t;
+	return 0;
+}
+
+int64_t http_parse_content_length(const char *v)
+{
+	int64_t got = -1;
+
+	if (!v)
+		return -1;
+	/* 1#( 1*DIGIT ), every element the same; empty list elements are tolerated (5.6.1). */
+	for (const char *p = v;;) {
+		int64_t n = 0;
+		p = skip_ows(p);
+		if (*p == ',') {
+			p++;
+			continue;
+		}
+		if (at_end(p))
+			break;
+		if (!isdigit((unsigned char)*p))
+			return -1;
+		for (; isdigit((unsigned char)*p); p++) {
+			if (n > (INT64_MAX - (*p - '0')) / 10)
+				return -1;
+			n = n * 10 + (*p - '0');
+		}
+		if (got >= 0 && n != got)
+			return -1;
+		got = n;
+		p = skip_ows(p);
+		if (!at_end(p) && *p != ',')
+			return -1;
+	}
+	return got;
+}
+
+/* 1*DIGIT into *ret; advances. false on no digit or beyond INT64_MAX. */
+static bool u63(const char **p, uint64_t *ret)
+{
+	uint64_t n = 0;
+	const char *s = *p;
+
+	for (; isdigit((unsigned char)**p); (*p)++) {
+		if (n > ((uint64_t)INT64_MAX - (uint64_t)(**p - '0')) / 10)
+			return false;
+		n = n * 10 + (uint64_t)(**p - '0');
+	}
+	*ret = n;
+	return *p != s;
+}
+
+int http_parse_content_range(const char *v, struct http_content_range *ret)
+{
+	struct http_content_range cr = {.complete = -1};
+	uint64_t complete;
+	const char *p;
+
+	if (!v)
+		return -EINVAL;
+	p = skip_ows(v);
+	if (strncasecmp(p, "bytes", 5) != 0 || p[5] != ' ')
+		return -EINVAL;
+	p += 6;
+	if (*p == '*') {
+		cr.unsatisfied = true;
+		p++;
+	} else if (!u63(&p, &cr.first) || *p++ != '-' || !u63(&p, &cr.last) || cr.last < cr.first) {
+		return -EINVAL;
+	}
+	if (*p++ != '/')
+		return -EINVAL;
+	if (*p == '*' && !cr.unsatisfied) {
+		p++;
+	} else {
+		if (!u63(&p, &complete) || (!cr.unsatisfied && cr.last >= complete))
+			return -EINVAL;
+		cr.complete = (int64_t)complete;
+	}
+	if (!at_end(p))
+		return -EINVAL;
+	*ret = cr;
+	return 0;
+}
+
+/* A quoted-string at p (RFC 9110 section 5.6.4); the position after it, or NULL. */
+static const char *skip_quoted(const char *p)
+{
+	if (*p != '"')
+		return NULL;
+	for (p++; *p != '"'; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c == '\\') {
+			c = (unsigned char)*++p;
+			if (c != '\t' && (c < 0x20 || c == 0x7f))
+				return NULL;
+		} else if (c != '\t' && (c < 0x20 || c == 0x7f)) {
+			return NULL; /* also the end of the string */
+		}
+	}
+	return p + 1;
+}
+
+int http_parse_media_type(const char *v, char **ret)
+{
+	const char *p, *type;
+	char *out;
+
+	if (!v)
+		return -EINVAL;
+	type = p = skip_ows(v);
+	while (is_tchar((unsigned char)*p))
+		p++;
+	if (p == type || *p != '/')
+		return -EINVAL;
+	p++;
+	if (!is_tchar((unsigned char)*p))
+		return -EINVAL;
+	while (is_tchar((unsigned char)*p))
+		p++;
+	out = strndup(type, (size_t)(p - type));
+	if (!out)
+		return -ENOMEM;
+	/* parameters: *( OWS ";" OWS [ name "=" ( token / quoted-string ) ] ) */
+	for (;;) {
+		p = skip_ows(p);
+		if (!*p || *p == '\r' || *p == '\n')
+			break;
+		if (*p++ != ';')
+			goto bad;
+		p = skip_ows(p);
+		if (!*p || *p == ';' || *p == '\r' || *p == '\n')
+			continue;
+		if (!is_tchar((unsigned char)*p))
+			goto bad;
+		while (is_tchar((unsigned char)*p))
+			p++;
+		if (*p++ != '=')
+			goto bad;
+		if (*p == '"') {
+			p = skip_quoted(p);
+			if (!p)
+				goto bad;
+		} else {
+			if (!is_tchar((unsigned char)*p))
+				goto bad;
+			while (is_tchar((unsigned char)*p))
+				p++;
+		}
+	}
+	while (*p == '\r' || *p == '\n')
+		p++;
+	if (*p)
+		goto bad;
+	for (char *c = out; *c; c++)
+		*c = (char)tolower((unsigned char)*c);
+	*ret = out;
+	return 0;
+bad:
+	free(out);
+	return -EINVAL;
+}
+
+int http_parse_digest(const char *v, char ret[DIGEST_LEN])
+{
+	const char *p, *alg, *colon, *end;
+	bool sep = true;
+
+	if (!v)
+		return -EINVAL;
+	/* algorithm = component *( [+._-] component ), component = [a-z0-9]+ */
+	alg = p = skip_ows(v);
+	for (; *p && *p != ':'; p++) {
+		if (islower((unsigned char)*p) || isdigit((unsigned char)*p))
+			sep = false;
+		else if (strchr("+._-", *p) && !sep)
+			sep = true;
+		else
+			return -EINVAL;
+	}
+	if (p == alg || sep || *p != ':')
+		return -EINVAL;
+	colon = p++;
+	/* encoded = [a-zA-Z0-9=_-]+ */
+	for (end = p; isalnum((unsigned char)*end) || (*end && strchr("=_-", *end)); end++)
+		;
+	if (end == p || !at_end(end))
+		return -EINVAL;
+	if ((size_t)(colon - alg) != 6 || strncmp(alg, "sha256", 6) != 0)
+		return -ENOTSUP;
+	if (end - p != 64)
+		return -EINVAL;
+	for (const char *q = p; q < end; q++)
+		if (!isdigit((unsigned char)*q) && !(*q >= 'a' && *q <= 'f'))
+			return -EINVAL;
+	memcpy(ret, alg, DIGEST_LEN - 1);
+	ret[DIGEST_LEN - 1] = '\0';
+	return 0;
 }
 
 struct transfer {
@@ -173,82 +521,104 @@ struct transfer {
 	uint64_t upload_pos;
 };
 
-static char *dup_trimmed(const char *v, size_t n)
+/* The fields kept, and where. */
+static const struct {
+	const char *name;
+	size_t off;
+} kept_fields[] = {
+    {"content-type", offsetof(struct http_response, content_type)},
+    {"www-authenticate", offsetof(struct http_response, www_authenticate)},
+    {"link", offsetof(struct http_response, link)},
+    {"location", offsetof(struct http_response, location)},
+    {"docker-content-digest", offsetof(struct http_response, docker_content_digest)},
+    {"content-range", offsetof(struct http_response, content_range)},
+    {"docker-upload-uuid", offsetof(struct http_response, docker_upload_uuid)},
+    {"content-length", offsetof(struct http_response, content_length_value)},
+    {"retry-after", offsetof(struct http_response, retry_after_value)},
+};
+#define N_KEPT (int)(sizeof(kept_fields) / sizeof(kept_fields[0]))
+
+/* Append value to the field's combined value (5.3), or to its last line for obs-fold. */
+static int field_add(struct http_response *r, int i, const char *v, size_t n, bool fold)
 {
-	while (n && (*v == ' ' || *v == '\t')) {
-		v++;
-		n--;
+	char **slot = (char **)((char *)r + kept_fields[i].off);
+	size_t old = *slot ? strlen(*slot) : 0;
+	char *s;
+
+	if (*slot && !fold && strlen(*slot) == n && memcmp(*slot, v, n) == 0)
+		return 0; /* the same line again */
+	if (*slot && fold && n == 0)
+		return 0;
+	s = realloc(*slot, old + 2 + n + 1);
+	if (!s)
+		return -ENOMEM;
+	if (old && n) {
+		const char *sep = fold ? " " : ", ";
+		memcpy(s + old, sep, strlen(sep));
+		old += strlen(sep);
 	}
-	while (n && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' ' || v[n - 1] == '\t'))
+	memcpy(s + old, v, n);
+	s[old + n] = '\0';
+	*slot = s;
+	if (i == N_KEPT - 2)
+		r->content_length = http_parse_content_length(s);
+	else if (i == N_KEPT - 1)
+		r->retry_after = http_parse_retry_after(s);
+	return 0;
+}
+
+int http_response_add_header(struct http_response *r, const char *data, size_t n)
+{
+	const char *colon, *v;
+	size_t vn;
+
+	if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+		/* A new response (after 100 Continue): forget older headers. */
+		response_reset(r);
+		return 0;
+	}
+	while (n && (data[n - 1] == '\r' || data[n - 1] == '\n'))
 		n--;
-	return strndup(v, n);
+	if (n && is_ows(data[0])) {
+		/* obs-fold (RFC 9112 section 5.2): part of the last field's value. */
+		for (v = data, vn = n; vn && is_ows(*v); v++, vn--)
+			;
+		while (vn && is_ows(v[vn - 1]))
+			vn--;
+		return r->last_field ? field_add(r, r->last_field - 1, v, vn, true) : 0;
+	}
+	r->last_field = 0;
+	colon = memchr(data, ':', n);
+	if (!colon)
+		return 0;
+	v = colon + 1;
+	vn = n - (size_t)(v - data);
+	while (vn && is_ows(*v))
+		v++, vn--;
+	while (vn && is_ows(v[vn - 1]))
+		vn--;
+	for (int i = 0; i < N_KEPT; i++) {
+		size_t ln = strlen(kept_fields[i].name);
+		if ((size_t)(colon - data) == ln &&
+		    strncasecmp(data, kept_fields[i].name, ln) == 0) {
+			r->last_field = i + 1;
+			return field_add(r, i, v, vn, false);
+		}
+	}
+	return 0;
 }
 
 static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
 {
 	struct transfer *t = userp;
-	struct http_response *r = t->resp;
 	size_t n = size * nmemb;
-	static const struct {
-		const char *name;
-		size_t off;
-	} wanted[] = {
-	    {"content-type", offsetof(struct http_response, content_type)},
-	    {"www-authenticate", offsetof(struct http_response, www_authenticate)},
-	    {"link", offsetof(struct http_response, link)},
-	    {"location", offsetof(struct http_response, location)},
-	    {"docker-content-digest", offsetof(struct http_response, docker_content_digest)},
-	    {"content-range", offsetof(struct http_response, content_range)},
-	    {"docker-upload-uuid", offsetof(struct http_response, docker_upload_uuid)},
-	};
-	const char *colon;
 
 	t->header_bytes += n;
 	if (t->header_bytes > HEADERS_CAP) {
 		t->too_big = true;
 		return 0;
 	}
-	if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
-		/* A new response (after 100 Continue): forget older headers. */
-		response_reset(r);
-		return n;
-	}
-	colon = memchr(data, ':', n);
-	if (!colon)
-		return n;
-	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
-		size_t ln = strlen(wanted[i].name);
-		if ((size_t)(colon - data) == ln && strncasecmp(data, wanted[i].name, ln) == 0) {
-			char **slot = (char **)((char *)r + wanted[i].off);
-			char *v = dup_trimmed(colon + 1, n - ln - 1);
-			if (!v)
-				return 0;
-			if (*slot && strcmp(wanted[i].name, "link") == 0) {
-				/* Keep the first Link header; registries send one. */
-				free(v);
-				return n;
-			}
-			free(*slot);
-			*slot = v;
-			return n;
-		}
-	}
-	if ((size_t)(colon - data) == 14 && strncasecmp(data, "content-length", 14) == 0) {
-		char *v = dup_trimmed(colon + 1, n - 15);
-		if (v) {
-			char *end;
-			long long cl = strtoll(v, &end, 10);
-			r->content_length = (*v && !*end && cl >= 0) ? cl : -1;
-			free(v);
-		}
-	} else if ((size_t)(colon - data) == 11 && strncasecmp(data, "retry-after", 11) == 0) {
-		char *v = dup_trimmed(colon + 1, n - 12);
-		if (v) {
-			r->retry_after = http_parse_retry_after(v);
-			free(v);
-		}
-	}
-	return n;
+	return http_response_add_header(t->resp, data, n) < 0 ? 0 : n;
 }
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
@@ -275,11 +645,10 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
 	}
 	if (status == 206 && !t->range_checked) {
 		/* A partial answer must start where we asked. */
-		unsigned long long start = 0;
+		struct http_content_range cr;
 		t->range_checked = true;
-		if (!t->resp->content_range ||
-		    sscanf(t->resp->content_range, "bytes %llu-", &start) != 1 ||
-		    !t->req->has_range || start != t->req->range_start) {
+		if (http_parse_content_range(t->resp->content_range, &cr) < 0 || cr.unsatisfied ||
+		    !t->req->has_range || cr.first != t->req->range_start) {
 			t->sink_error = -EBADMSG;
 			return 0;
 		}
@@ -566,13 +935,26 @@ out:
 
 char *http_resolve_url(const char *base, const char *ref)
 {
-	CURLU *u = curl_url();
+	CURLU *u;
 	char *out = NULL;
+	bool frag_only;
 
+	if (!base || !ref)
+		return NULL;
+	/* A URI-reference holds no whitespace or controls: two Location lines combined
+	 * ("/a, /b") are no reference at all (curl would encode the space). */
+	for (const char *p = ref; *p; p++)
+		if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+			return NULL;
+	u = curl_url();
 	if (!u)
 		return NULL;
+	/* "#f" is the base itself with another fragment (RFC 3986 section 5.2.2); curl
+	 * resolves it like a relative path. */
+	frag_only = ref[0] == '#';
 	if (curl_url_set(u, CURLUPART_URL, base, 0) == CURLUE_OK &&
-	    curl_url_set(u, CURLUPART_URL, ref, 0) == CURLUE_OK)
+	    (frag_only ? curl_url_set(u, CURLUPART_FRAGMENT, ref[1] ? ref + 1 : NULL, 0)
+		       : curl_url_set(u, CURLUPART_URL, ref, 0)) == CURLUE_OK)
 		curl_url_get(u, CURLUPART_URL, &out, 0);
 	curl_url_cleanup(u);
 	if (out) {

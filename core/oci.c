@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "http.h"
 #include "name.h"
 
 bool oci_media_type_is_index(const char *mt)
@@ -59,6 +60,92 @@ static int desc_parse(json_t *j, const char *what, struct oci_desc *ret, struct 
 	return 0;
 }
 
+/* The canonical name of one of the four manifest types, for a normalized type; or NULL. */
+static const char *known_type(const char *t)
+{
+	static const char *const known[] = {MT_OCI_MANIFEST, MT_OCI_INDEX, MT_DOCKER_MANIFEST,
+					    MT_DOCKER_LIST};
+
+	for (size_t i = 0; t && i < sizeof(known) / sizeof(known[0]); i++)
+		if (strcmp(t, known[i]) == 0)
+			return known[i];
+	return NULL;
+}
+
+/* Types that say "some bytes" or "some JSON" rather than which document: proxies, static file
+ * servers and some registries answer with them. */
+static bool generic_type(const char *t)
+{
+	return strcmp(t, "application/json") == 0 || strcmp(t, "text/plain") == 0 ||
+	       strcmp(t, "application/octet-stream") == 0 || strcmp(t, "binary/octet-stream") == 0;
+}
+
+/* A descriptor's mediaType, normalized, equals want. */
+static bool desc_type_is(json_t *desc, const char *want)
+{
+	char *t = NULL;
+	bool eq;
+
+	if (http_parse_media_type(json_string_value(json_object_get(desc, "mediaType")), &t) < 0)
+		return false;
+	eq = strcmp(t, want) == 0;
+	free(t);
+	return eq;
+}
+
+/* Which of the four a document is by its fields alone (schemaVersion 2 already checked): an
+ * index has "manifests", a Docker manifest list's children are all Docker schema 2
+ * manifests; an image manifest has "config", a Docker one a Docker config. */
+static const char *type_from_fields(json_t *root)
+{
+	json_t *arr = json_object_get(root, "manifests");
+	size_t i;
+
+	if (arr) {
+		for (i = 0; i < json_array_size(arr); i++)
+			if (!desc_type_is(json_array_get(arr, i), MT_DOCKER_MANIFEST))
+				return MT_OCI_INDEX;
+		return i ? MT_DOCKER_LIST : MT_OCI_INDEX;
+	}
+	return desc_type_is(json_object_get(root, "config"), MT_DOCKER_CONFIG) ? MT_DOCKER_MANIFEST
+									       : MT_OCI_MANIFEST;
+}
+
+/* The document's type: its own mediaType field (parameters and case ignored) when it has one;
+ * else the Content-Type it came with when that names one of the four; else, when that is
+ * absent, malformed or generic, its fields. */
+static int resolve_type(json_t *root, const char *content_type, const char **ret,
+			struct sf_err *err)
+{
+	const char *doc = json_string_value(json_object_get(root, "mediaType"));
+	char *t = NULL;
+	int r;
+
+	if (doc && *doc) {
+		r = http_parse_media_type(doc, &t);
+		if (r == -ENOMEM)
+			return r;
+		*ret = known_type(t);
+		free(t);
+		if (!*ret)
+			return err_set(err, -EINVAL, "unsupported manifest media type '%s'", doc);
+		return 0;
+	}
+	r = http_parse_media_type(content_type, &t);
+	if (r == -ENOMEM)
+		return r;
+	*ret = known_type(t);
+	if (!*ret && t && !generic_type(t)) {
+		r = err_set(err, -EINVAL, "unsupported manifest media type '%s'", content_type);
+		free(t);
+		return r;
+	}
+	free(t);
+	if (!*ret)
+		*ret = type_from_fields(root);
+	return 0;
+}
+
 int oci_manifest_parse(const void *data, size_t len, const char *media_type,
 		       struct oci_manifest *ret, struct sf_err *err)
 {
@@ -85,17 +172,9 @@ int oci_manifest_parse(const void *data, size_t len, const char *media_type,
 		r = err_set(err, -EINVAL, "manifest mediaType is not a string");
 		goto out;
 	}
-	mt = json_string_value(json_object_get(root, "mediaType"));
-	if (!mt || !*mt)
-		mt = media_type;
-	if (!mt || !*mt) {
-		/* OCI allows no mediaType: tell by the fields. */
-		mt = json_object_get(root, "manifests") ? MT_OCI_INDEX : MT_OCI_MANIFEST;
-	}
-	if (!oci_media_type_is_index(mt) && !oci_media_type_is_manifest(mt)) {
-		r = err_set(err, -EINVAL, "unsupported manifest media type '%s'", mt);
+	r = resolve_type(root, media_type, &mt, err);
+	if (r < 0)
 		goto out;
-	}
 	m.media_type = strdup(mt);
 	if (!m.media_type) {
 		r = -ENOMEM;

@@ -38,16 +38,24 @@ struct oci_desc {
 };
 
 struct oci_manifest {
-	char *media_type; /* resolved: from the document, else the transport's */
+	char *media_type; /* resolved (see oci_manifest_parse): one of the four MT_* names */
 	bool is_index;
 	struct oci_desc config; /* image manifests */
 	size_t n;		/* layers, or child manifests of an index */
 	struct oci_desc *descs;
 };
 
-/* Parse a manifest or index. media_type is the Content-Type the bytes came with (may be NULL);
- * a mediaType field inside wins. -EINVAL (with reason) for anything malformed, -E2BIG for more
- * than OCI_MAX_DESCRIPTORS entries. */
+/* Parse a manifest or index. media_type is the Content-Type the bytes came with (may be NULL).
+ * The type is resolved as: the document's own mediaType field when present and not empty
+ * (parameters dropped, compared case-insensitively; anything but the four types -EINVAL); else
+ * the Content-Type when it names one of the four (same rules); else, when the Content-Type is
+ * absent, malformed or generic (application/json, text/plain, application/octet-stream,
+ * binary/octet-stream), the fields: "manifests" makes an index (a Docker manifest list when every
+ * child is a Docker schema 2 manifest, else OCI), otherwise an image manifest (Docker schema 2
+ * when its config is a Docker config, else OCI), as containers/image guesses. Any other
+ * Content-Type is -EINVAL. ret->media_type is then the canonical MT_* name.
+ * -EINVAL (with reason) for anything malformed, -E2BIG for more than OCI_MAX_DESCRIPTORS
+ * entries. */
 int oci_manifest_parse(const void *data, size_t len, const char *media_type,
 		       struct oci_manifest *ret, struct sf_err *err);
 void oci_manifest_done(struct oci_manifest *m);

@@ -1,5 +1,6 @@
 #include "registry.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -114,9 +115,12 @@ static int authorize(struct registry *r, const char *challenge, enum action act,
 	time_t expires;
 	int rc;
 
+	/* Every challenge of every WWW-Authenticate line (http.h combines them). */
 	if (!challenge || auth_parse_challenge(challenge, &ch) < 0)
-		return err_set(err, -EACCES, "%s: access denied (no usable WWW-Authenticate)",
-			       r->host);
+		return err_set(err, -EACCES,
+			       "%s: access denied, and no Basic or Bearer challenge to answer "
+			       "(WWW-Authenticate: %.200s)",
+			       r->host, challenge ? challenge : "absent");
 	if (ch.scheme == AUTH_BASIC) {
 		if (!r->have_cred || !r->cred.username) {
 			rc = err_set(err, -EACCES,
@@ -323,63 +327,119 @@ void registry_free(struct registry *r)
 	free(r);
 }
 
-/* True when the parameter list [p, end) has rel="next" (or rel=next) as a parameter. */
-static bool has_rel_next(const char *p, const char *end)
+static bool link_tchar(unsigned char c)
 {
-	while (p < end) {
-		const char *semi = memchr(p, ';', (size_t)(end - p)), *q;
-		const char *pend = semi ? semi : end;
-		for (q = p; q < pend && (*q == ' ' || *q == '\t' || *q == ';'); q++)
+	return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static const char *link_ows(const char *p)
+{
+	while (*p == ' ' || *p == '\t')
+		p++;
+	return p;
+}
+
+/* A relation-types value ("next", "prev next", unquoted already) holds "next". */
+static bool rel_has_next(const char *v, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		size_t j = i;
+		while (j < n && v[j] != ' ' && v[j] != '\t')
+			j++;
+		if (j - i == 4 && strncasecmp(v + i, "next", 4) == 0)
+			return true;
+		for (i = j; i < n && (v[i] == ' ' || v[i] == '\t'); i++)
 			;
-		if (pend - q >= 4 && strncasecmp(q, "rel", 3) == 0) {
-			const char *v = q + 3;
-			while (v < pend && *v == ' ')
-				v++;
-			if (v < pend && *v == '=') {
-				v++;
-				while (v < pend && *v == ' ')
-					v++;
-				bool quoted = v < pend && *v == '"';
-				if (quoted)
-					v++;
-				if (pend - v >= 4 && strncasecmp(v, "next", 4) == 0) {
-					const char *after = v + 4;
-					if (quoted && after < pend && *after == '"')
-						after++;
-					else if (quoted)
-						after = NULL;
-					while (after && after < pend && *after == ' ')
-						after++;
-					if (after && after == pend)
-						return true;
-				}
-			}
-		}
-		p = semi ? semi + 1 : end;
 	}
 	return false;
+}
+
+/* One link-param value at p (token or quoted-string, unescaped into *ret); the position after
+ * it, or NULL when malformed or out of memory. */
+static const char *link_param_value(const char *p, char **ret)
+{
+	struct buf b = BUF_INIT(64 * 1024);
+	const char *s = p;
+
+	if (*p == '"') {
+		for (p++; *p && *p != '"'; p++) {
+			if (*p == '\\' && p[1])
+				p++;
+			if (buf_append(&b, p, 1) < 0)
+				goto bad;
+		}
+		if (*p++ != '"')
+			goto bad;
+	} else {
+		/* A token, leniently up to the next separator. */
+		while (*p && *p != ';' && *p != ',' && *p != ' ' && *p != '\t')
+			p++;
+		if (buf_append(&b, s, (size_t)(p - s)) < 0)
+			goto bad;
+	}
+	if (buf_append(&b, "", 1) < 0)
+		goto bad;
+	*ret = buf_steal(&b, NULL);
+	return *ret ? p : NULL;
+bad:
+	buf_done(&b);
+	return NULL;
 }
 
 char *registry_parse_link_next(const char *link)
 {
 	const char *p = link;
 
-	/* Link: <url>; rel="next"[, <url2>; rel="prev"] */
-	while (p && *p) {
-		const char *lt = strchr(p, '<'), *gt, *end;
-		if (!lt)
-			return NULL;
-		gt = strchr(lt, '>');
+	/* Link = #link-value (RFC 8288 section 3; several Link lines arrive combined with ", "),
+	 * link-value = "<" URI-Reference ">" *( OWS ";" OWS link-param ),
+	 * link-param = token BWS [ "=" BWS ( token / quoted-string ) ]. The first rel parameter
+	 * of a link counts (section 3.3); its value is a space-separated list of types. */
+	if (!p)
+		return NULL;
+	for (;;) {
+		const char *url, *gt;
+		bool rel_seen = false, next = false;
+
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		if (*p != '<')
+			return NULL; /* the end, or not a link-value */
+		url = p + 1;
+		gt = strchr(url, '>');
 		if (!gt)
 			return NULL;
-		end = strchr(gt, ',');
-		if (!end)
-			end = gt + strlen(gt);
-		if (has_rel_next(gt + 1, end))
-			return strndup(lt + 1, (size_t)(gt - lt - 1));
-		p = *end ? end + 1 : end;
+		p = link_ows(gt + 1);
+		while (*p == ';') {
+			const char *name;
+			size_t nlen;
+			char *val = NULL;
+
+			p = link_ows(p + 1);
+			name = p;
+			while (link_tchar((unsigned char)*p))
+				p++;
+			nlen = (size_t)(p - name);
+			p = link_ows(p);
+			if (*p == '=') {
+				p = link_param_value(link_ows(p + 1), &val);
+				if (!p)
+					return NULL;
+				p = link_ows(p);
+			}
+			if (nlen == 3 && strncasecmp(name, "rel", 3) == 0 && !rel_seen) {
+				rel_seen = true;
+				next = val && rel_has_next(val, strlen(val));
+			} else if (nlen == 0 && *p != ';' && *p != ',' && *p) {
+				free(val);
+				return NULL;
+			}
+			free(val);
+		}
+		if (*p && *p != ',')
+			return NULL;
+		if (next)
+			return strndup(url, (size_t)(gt - url));
 	}
-	return NULL;
 }
 
 int registry_parse_tags(const char *body, size_t len, struct strv *out, struct sf_err *err)
@@ -519,15 +579,26 @@ int registry_get_manifest(struct registry *r, const char *ref, struct registry_m
 {
 	struct http_response resp = {0};
 	struct registry_manifest m = {0};
-	int rc;
+	char said[DIGEST_LEN];
+	int rc, dr;
 
 	rc = manifest_request(r, "GET", ref, &resp, err);
 	if (rc < 0)
 		goto out;
 	digest_buffer(resp.body.data ? resp.body.data : "", resp.body.len, m.digest);
+	/* Docker-Content-Digest: a sha256 one must match; another algorithm cannot be checked
+	 * here and is let be; a malformed one (two different values on two lines...) is the
+	 * registry contradicting itself. */
+	dr = resp.docker_content_digest ? http_parse_digest(resp.docker_content_digest, said)
+					: -ENOTSUP;
+	if (dr == -EINVAL) {
+		rc = err_set(err, -EPROTO,
+			     "manifest %s: %s sent a malformed Docker-Content-Digest '%.150s'", ref,
+			     r->host, resp.docker_content_digest);
+		goto out;
+	}
 	if ((name_digest_valid(ref) && strcmp(ref, m.digest) != 0) ||
-	    (resp.docker_content_digest && name_digest_valid(resp.docker_content_digest) &&
-	     strcmp(resp.docker_content_digest, m.digest) != 0)) {
+	    (dr == 0 && strcmp(said, m.digest) != 0)) {
 		rc = err_set(err, -EBADMSG, "manifest %s: content does not match its digest", ref);
 		goto out;
 	}
@@ -548,25 +619,31 @@ int registry_head_manifest(struct registry *r, const char *ref, char ret_digest[
 			   char **ret_media_type, uint64_t *ret_size, struct sf_err *err)
 {
 	struct http_response resp = {0};
+	char digest[DIGEST_LEN];
 	char *mt = NULL;
 	int rc;
 
 	rc = manifest_request(r, "HEAD", ref, &resp, err);
 	if (rc < 0)
 		goto out;
-	if (!name_digest_valid(resp.docker_content_digest) || resp.content_length < 0) {
-		rc = err_set(err, -EPROTO, "manifest %s: %s gave no digest or size", ref, r->host);
+	/* Content-Length: repeated identical values are one (http.h); different ones none. */
+	if (http_parse_digest(resp.docker_content_digest, digest) < 0 || resp.content_length < 0) {
+		rc = err_set(err, -EPROTO, "manifest %s: %s gave no sha256 digest or no size", ref,
+			     r->host);
 		goto out;
 	}
 	if (ret_media_type) {
-		mt = strdup(resp.content_type ? resp.content_type : "");
-		if (!mt) {
-			rc = -ENOMEM;
-			goto out;
+		/* Parameters and case dropped; "" when absent or malformed. */
+		rc = http_parse_media_type(resp.content_type, &mt);
+		if (rc == -EINVAL) {
+			mt = strdup("");
+			rc = mt ? 0 : -ENOMEM;
 		}
+		if (rc < 0)
+			goto out;
 		*ret_media_type = mt;
 	}
-	memcpy(ret_digest, resp.docker_content_digest, DIGEST_LEN);
+	memcpy(ret_digest, digest, DIGEST_LEN);
 	if (ret_size)
 		*ret_size = (uint64_t)resp.content_length;
 out:

@@ -59,12 +59,15 @@ struct registry_manifest {
 };
 void registry_manifest_done(struct registry_manifest *m);
 
-/* GET a manifest by tag or digest. -ENOENT when absent, -EBADMSG when bytes do not match. */
+/* GET a manifest by tag or digest. -ENOENT when absent, -EBADMSG when bytes do not match the
+ * digest asked for or a sha256 Docker-Content-Digest, -EPROTO when that header is malformed. */
 int registry_get_manifest(struct registry *r, const char *ref, struct registry_manifest *ret,
 			  struct sf_err *err);
 
-/* HEAD a manifest: its digest (Docker-Content-Digest), media type and size, without the body.
- * -ENOENT when absent. ret_media_type may be NULL; the caller frees it. */
+/* HEAD a manifest: its digest (Docker-Content-Digest, sha256), media type (Content-Type without
+ * parameters, lower case; "" when absent or malformed) and size, without the body.
+ * -ENOENT when absent, -EPROTO without a sha256 digest or a valid Content-Length.
+ * ret_media_type may be NULL; the caller frees it. */
 int registry_head_manifest(struct registry *r, const char *ref, char ret_digest[DIGEST_LEN],
 			   char **ret_media_type, uint64_t *ret_size, struct sf_err *err);
 
@@ -72,7 +75,9 @@ int registry_head_manifest(struct registry *r, const char *ref, char ret_digest[
 int registry_get_blob(struct registry *r, const char *digest, uint64_t offset, http_sink_fn sink,
 		      void *userdata, struct sf_err *err);
 
-/* Parse a Link header for rel="next"; the URL (maybe relative) or NULL. Exposed for tests. */
+/* The URL (maybe relative) of the first link whose first rel lists "next" in a Link field value
+ * (RFC 8288: several links, several Link lines combined, params in any order, quoted values,
+ * rel="next prev"), or NULL (none, a malformed link-value before it, no memory). For tests. */
 char *registry_parse_link_next(const char *link);
 
 /* Append the tags of one tags/list page (JSON) to out. -EINVAL for malformed pages. */

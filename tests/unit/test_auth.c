@@ -115,6 +115,27 @@ static void test_challenge_generated(void **state)
 	assert_string_equal(ch.scope, "s1999");
 	auth_challenge_done(&ch);
 	free(value);
+
+	/* Thousands of challenges (lines combined): the Bearer at the end is found, the Basic
+	 * ones before it are dropped without leaks. */
+	value = tu_strdup("Negotiate");
+	for (int i = 0; i < 5000; i++) {
+		char *v = tu_strdupf("%s, %s", value,
+				     i % 2 ? "NTLM abc==" : "Basic realm=\"b\", charset=\"UTF-8\"");
+		free(value);
+		value = v;
+	}
+	pad = tu_strdupf("%s, Bearer realm=\"https://a.io/t\",service=\"s\"", value);
+	assert_int_equal(auth_parse_challenge(pad, &ch), 0);
+	assert_int_equal(ch.scheme, AUTH_BEARER);
+	assert_string_equal(ch.service, "s");
+	auth_challenge_done(&ch);
+	free(pad);
+	assert_int_equal(auth_parse_challenge(value, &ch), 0);
+	assert_int_equal(ch.scheme, AUTH_BASIC);
+	assert_string_equal(ch.realm, "b");
+	auth_challenge_done(&ch);
+	free(value);
 }
 
 /* ---- base64 and Basic ----------------------------------------------------------------- */
