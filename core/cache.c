@@ -161,6 +161,9 @@ static int cs_describe(struct storage *st, const char *project, const char *stag
 	pthread_mutex_unlock(&c->lock);
 
 	r = storage_describe(c->inner, project, stage, &l, err);
+	if (r == -ENOENT)
+		/* Deleted since it was listed: the next listing must not show it again. */
+		cache_storage_invalidate(st);
 	if (r < 0)
 		return r;
 

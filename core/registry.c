@@ -188,52 +188,62 @@ static int request(struct registry *r, struct http_request *req, enum action act
 	return rc;
 }
 
-/* Turn a non-2xx status into -errno with a message naming the request. */
-static int status_error(struct registry *r, const char *what, const struct http_response *resp,
-			struct sf_err *err)
+/* Turn an answer that is not the expected success into -errno with a message naming the request
+ * (method and URL) and what the server said: its status and a safe summary of its body (every
+ * entry of a registry's errors array). A web page is called what it is: not the registry API. */
+static int status_error(struct registry *r, const char *method, const char *url,
+			const struct http_response *resp, struct sf_err *err)
 {
-	int code = err_from_http(resp->status);
-	const char *detail = "";
-	json_t *root = NULL;
-	char msg[200] = "";
+	char sum[ERR_SUMMARY_MAX];
+	enum err_body kind =
+	    err_http_body(resp->content_type, resp->body.data, resp->body.len, sum, sizeof(sum));
+	int code = err_from_http_answer(resp->status, kind);
 
+	(void)r;
 	if (code == 0)
 		code = -EIO;
-	/* Registries explain in {"errors":[{"code":..,"message":..}]}. */
-	if (resp->body.data)
-		root = json_loadb(resp->body.data, resp->body.len, 0, NULL);
-	if (root) {
-		json_t *e = json_array_get(json_object_get(root, "errors"), 0);
-		const char *c = json_string_value(json_object_get(e, "code"));
-		const char *m = json_string_value(json_object_get(e, "message"));
-		if (c || m) {
-			snprintf(msg, sizeof(msg), " (%s%s%s)", c ? c : "", c && m ? ": " : "",
-				 m ? m : "");
-			detail = msg;
-		}
-		json_decref(root);
-	}
-	return err_set(err, code, "%s: %s answered HTTP %ld%s", what, r->host, resp->status,
-		       detail);
+	if (kind == ERR_BODY_HTML && code == -EIO)
+		return err_set(err, code, "%s %s: HTTP %ld, " ERR_NOT_REGISTRY_API, method, url,
+			       resp->status);
+	return err_set(err, code, "%s %s: HTTP %ld%s%s%s", method, url, resp->status,
+		       sum[0] ? " (" : "", sum, sum[0] ? ")" : "");
 }
 
-static int ping(struct registry *r, struct sf_err *err)
+/* -EIO when a successful answer is a web page instead of the registry's JSON, else 0. */
+static int html_instead(struct registry *r, const char *method, const char *url,
+			const struct http_response *resp, struct sf_err *err)
+{
+	char sum[ERR_SUMMARY_MAX];
+
+	if (err_http_body(resp->content_type, resp->body.data, resp->body.len, sum, sizeof(sum)) !=
+	    ERR_BODY_HTML)
+		return 0;
+	return status_error(r, method, url, resp, err);
+}
+
+/* GET /v2/: 0 when a registry answered. *ret_answered tells an HTTP answer (of any kind) from
+ * a transport failure. A web page is refused even with 200: a repository manager's web UI
+ * answers every path so. A 401 asks for a login: a registry (maybe behind a proxy's login
+ * page), judged by the requests that follow. */
+static int ping(struct registry *r, bool *ret_answered, struct sf_err *err)
 {
 	struct http_request req = {0};
 	struct http_response resp = {0};
 	char *url = NULL;
 	int rc;
 
+	*ret_answered = false;
 	if (asprintf(&url, "%s/v2/", r->base) < 0)
 		return -ENOMEM;
 	req.url = url;
 	rc = http_do(r->http, &req, &resp, err);
 	if (rc < 0)
 		goto out;
-	if (resp.status != 200 && resp.status != 401) {
-		rc = status_error(r, "GET /v2/", &resp, err);
-		goto out;
-	}
+	*ret_answered = true;
+	if (resp.status == 200)
+		rc = html_instead(r, "GET", url, &resp, err);
+	else if (resp.status != 401)
+		rc = status_error(r, "GET", url, &resp, err);
 out:
 	http_response_done(&resp);
 	free(url);
@@ -245,7 +255,7 @@ int registry_new(const struct addr *a, const struct registry_opts *opts, struct 
 {
 	struct registry *r;
 	struct http_client_opts hopts = opts ? opts->http : (struct http_client_opts){0};
-	bool loopback = addr_is_loopback(a);
+	bool loopback = addr_is_loopback(a), answered = false;
 	int rc;
 
 	if (a->local)
@@ -282,22 +292,33 @@ int registry_new(const struct addr *a, const struct registry_opts *opts, struct 
 		rc = -ENOMEM;
 		goto fail;
 	}
-	rc = ping(r, err);
-	if (rc < 0 && (r->insecure || loopback)) {
+	rc = ping(r, &answered, err);
+	if (rc < 0 && rc != -ENOMEM && (r->insecure || loopback)) {
 		/* As Docker does for insecure registries: fall back to plain HTTP. */
 		struct sf_err herr = {0};
+		bool h_answered;
+		int hrc;
 		free(r->base);
 		if (asprintf(&r->base, "http://%s", a->host) < 0) {
 			r->base = NULL;
 			rc = -ENOMEM;
 			goto fail;
 		}
-		rc = ping(r, &herr);
-		if (rc < 0)
-			err_set(err, rc, "%s", herr.msg);
+		hrc = ping(r, &h_answered, &herr);
+		/* Report the attempt that reached a server: what it answered says more than the
+		 * other attempt's transport failure. */
+		if (hrc == 0 || h_answered || !answered) {
+			rc = hrc;
+			answered = h_answered;
+			if (rc < 0)
+				err_set(err, rc, "%s", herr.msg);
+		}
 	}
 	if (rc < 0) {
-		err_prefix(err, "registry %s unreachable", a->host);
+		if (answered)
+			err_prefix(err, "registry %s", a->host);
+		else
+			err_prefix(err, "registry %s unreachable", a->host);
 		goto fail;
 	}
 	*ret = r;
@@ -500,20 +521,38 @@ int registry_list_tags(struct registry *r, struct strv *ret, struct sf_err *err)
 			err_prefix(err, "listing tags of %s", r->repo);
 			break;
 		}
-		if (resp.status == 404 && pages == 1) {
+		if (resp.status == 404 && pages == 1 &&
+		    err_from_http_answer(404, err_http_body(resp.content_type, resp.body.data,
+							    resp.body.len, NULL, 0)) == -ENOENT) {
 			/* NAME_UNKNOWN: nothing pushed yet, an empty storage. */
 			http_response_done(&resp);
 			free(url);
 			url = NULL;
 			break;
 		}
-		if (resp.status != 200) {
-			rc = status_error(r, "listing tags", &resp, err);
+		if (resp.status != 200)
+			rc = status_error(r, "GET", url, &resp, err);
+		else
+			rc = html_instead(r, "GET", url, &resp, err);
+		/* A listing is never "no such file": a later page gone is a failure. */
+		if (rc == -ENOENT) {
+			char was[sizeof(err->msg)];
+			snprintf(was, sizeof(was), "%s", err_msg(err, rc));
+			rc = err_set(err, -EIO, "%s (a page of the tag list went missing)", was);
+		}
+		if (rc < 0) {
 			http_response_done(&resp);
 			break;
 		}
 		size_t before = tags.n;
 		rc = registry_parse_tags(resp.body.data, resp.body.len, &tags, err);
+		if (rc == -EINVAL) {
+			/* The registry's answer is malformed, not our request. */
+			if (err)
+				err->code = -EPROTO;
+			err_prefix(err, "GET %s", url);
+			rc = -EPROTO;
+		}
 		next = NULL;
 		if (rc == 0 && resp.link) {
 			char *rel = registry_parse_link_next(resp.link);
@@ -564,14 +603,14 @@ static int manifest_request(struct registry *r, const char *method, const char *
 		return -ENOMEM;
 	req.url = url;
 	rc = request(r, &req, ACT_PULL, resp, err);
-	free(url);
-	if (rc < 0) {
+	if (rc < 0)
 		err_prefix(err, "manifest %s", ref);
-		return rc;
-	}
-	if (resp->status != 200)
-		return status_error(r, ref, resp, err);
-	return 0;
+	else if (resp->status != 200)
+		rc = status_error(r, method, url, resp, err);
+	else
+		rc = html_instead(r, method, url, resp, err);
+	free(url);
+	return rc;
 }
 
 int registry_get_manifest(struct registry *r, const char *ref, struct registry_manifest *ret,
@@ -674,7 +713,7 @@ int registry_get_blob(struct registry *r, const char *digest, uint64_t offset, h
 		goto out;
 	}
 	if (resp.status != 200 && resp.status != 206)
-		rc = status_error(r, digest, &resp, err);
+		rc = status_error(r, "GET", url, &resp, err);
 out:
 	http_response_done(&resp);
 	free(url);

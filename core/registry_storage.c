@@ -1,6 +1,8 @@
 #include "registry_storage.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,6 +46,26 @@ static int rs_list(struct storage *st, struct stage_list *ret, struct sf_err *er
 	stage_list_finish(&l);
 	*ret = l;
 	return 0;
+}
+
+/* Something a stage's own documents list went missing (a registry's garbage collection, a
+ * broken storage backend): code (not -ENOENT, which is for names nobody lists) with the
+ * message "WHAT: what the registry said". */
+static int gone(struct sf_err *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int gone(struct sf_err *err, int code, const char *fmt, ...)
+{
+	char what[256];
+	va_list ap;
+
+	if (!err)
+		return code;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	err->code = code;
+	err_prefix(err, "%s", what);
+	return code;
 }
 
 /* Add an image manifest's config and layers to the layout. */
@@ -93,6 +115,10 @@ static int rs_describe(struct storage *st, const char *project, const char *stag
 		struct registry_manifest child = {0};
 		struct oci_manifest cm = {0};
 		r = registry_get_manifest(reg, m.descs[i].digest, &child, err);
+		if (r == -ENOENT)
+			r = gone(err, -EIO,
+				 "stage %s: manifest %s listed in its image index is missing",
+				 stage, m.descs[i].digest);
 		if (r == 0)
 			r = oci_manifest_parse(child.data, child.len, child.media_type, &cm, err);
 		if (r == 0 && cm.is_index)
@@ -135,7 +161,11 @@ static int rs_read_blob(struct storage *st, const char *project, const char *sta
 			return -EINVAL;
 		return sink(userdata, blob->data + offset, (size_t)(blob->size - offset));
 	}
-	return registry_get_blob(reg_of(st), blob->digest, offset, sink, userdata, err);
+	int r = registry_get_blob(reg_of(st), blob->digest, offset, sink, userdata, err);
+	if (r == -ENOENT)
+		r = gone(err, -EIO, "stage %s: blob %s listed in its manifest is missing", stage,
+			 blob->digest);
+	return r;
 }
 
 static void rs_cancel(struct storage *st)

@@ -3,11 +3,17 @@
 # Quiet when everything is already there.
 set -euo pipefail
 
+# Installed with --no-install-recommends, so name what a recommendation would have brought:
+# ca-certificates (the system CA bundle: libcurl verifies HTTPS registries with it, and
+# tests/integration/registry_tls.sh builds on it; docker.io only recommends it), kmod
+# (modprobe, below). What the scripts call beyond these is in every Debian 12, even a
+# container's minbase: coreutils, util-linux and mount (mountpoint, unshare, setsid, flock,
+# mount --bind), findutils, diffutils, sed, mawk, tar, gzip.
 pkgs=(
   build-essential meson ninja-build pkg-config
   libfuse3-dev fuse3 libcurl4-openssl-dev libjansson-dev libssl-dev libcmocka-dev libmurmurhash-dev
   docker.io docker-registry skopeo rsync jq curl python3 apache2-utils openssl
-  valgrind util-linux procps
+  valgrind util-linux procps ca-certificates kmod
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -806,6 +806,40 @@ static void test_passthrough(void **state)
 	assert_int_equal(freed, 2);
 }
 
+/* A stage the listing showed and the storage no longer has (deleted since): describe gives
+ * ENOENT, and the next listing asks the storage again instead of showing it for the ttl. */
+static void test_describe_enoent_drops_listing(void **state)
+{
+	static const char *const two[] = {S1, S3};
+	int freed = 0;
+	struct fake *f = fake_new(&fake_ops, false, &freed);
+	struct storage *c = cache_over(f, 3600 * 1000);
+	struct stage_list l = {0};
+	struct stage_layout *lay = NULL;
+
+	(void)state;
+	assert_int_equal(storage_list(c, &l, NULL), 0);
+	stage_list_done(&l);
+	fake_set(f, two, NULL, 2);
+	pthread_mutex_lock(&f->lock);
+	f->describe_fail = S2;
+	pthread_mutex_unlock(&f->lock);
+	assert_int_equal(storage_describe(c, "", S2, &lay, NULL), -ENOENT);
+	assert_null(lay);
+	assert_int_equal(storage_list(c, &l, NULL), 0);
+	assert_names(&l, two, 2);
+	assert_int_equal(fake_get(f, &f->list_calls), 2);
+	stage_list_done(&l);
+	/* Other stages stay described from memory. */
+	assert_int_equal(storage_describe(c, "", S1, &lay, NULL), 0);
+	stage_layout_unref(lay);
+	assert_int_equal(storage_list(c, &l, NULL), 0);
+	assert_int_equal(fake_get(f, &f->list_calls), 2);
+	stage_list_done(&l);
+	storage_free(c);
+	assert_int_equal(freed, 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -815,6 +849,7 @@ int main(void)
 	    cmocka_unit_test(test_concurrent_refresh),
 	    cmocka_unit_test(test_invalidate_during_refresh),
 	    cmocka_unit_test(test_describe_cached),
+	    cmocka_unit_test(test_describe_enoent_drops_listing),
 	    cmocka_unit_test(test_describe_no_project),
 	    cmocka_unit_test(test_find),
 	    cmocka_unit_test(test_passthrough),
