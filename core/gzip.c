@@ -33,7 +33,8 @@ int gzip_new(int out_fd, bool with_input_digest, struct gzip **ret)
 	g->out_digest = digest_new();
 	g->in_digest = with_input_digest ? digest_new() : NULL;
 	if (g->c)
-		g->out_cap = sizeof(header) + libdeflate_deflate_compress_bound(g->c, GZIP_MEMBER) + 8;
+		g->out_cap =
+		    sizeof(header) + libdeflate_deflate_compress_bound(g->c, GZIP_MEMBER) + 8;
 	g->in = malloc(GZIP_MEMBER);
 	g->out = g->out_cap ? malloc(g->out_cap) : NULL;
 	if (!g->c || !g->out_digest || (with_input_digest && !g->in_digest) || !g->in || !g->out) {

@@ -743,8 +743,8 @@ static void cancel_upload(struct registry *r, const char *location)
 }
 
 /* One upload session: POST, then one PUT (small) or PATCH chunks + PUT (large). */
-static int put_blob_once(struct registry *r, const char *digest, int fd, uint64_t off,
-			 uint64_t len, struct sf_err *err)
+static int put_blob_once(struct registry *r, const char *digest, int fd, uint64_t off, uint64_t len,
+			 struct sf_err *err)
 {
 	static const char *const octet[] = {"Content-Type: application/octet-stream", NULL};
 	struct http_request req = {0};
@@ -817,8 +817,9 @@ static int put_blob_once(struct registry *r, const char *digest, int fd, uint64_
 	if (rc < 0)
 		goto fail;
 	if (resp.status == 400 && has_error_code(&resp, "DIGEST_INVALID")) {
-		rc = err_set(err, -EBADMSG, "blob %.19s: %s says the uploaded bytes have another digest",
-			     digest, r->host);
+		rc = err_set(err, -EBADMSG,
+			     "blob %.19s: %s says the uploaded bytes have another digest", digest,
+			     r->host);
 		goto fail;
 	}
 	if (resp.status != 201) {
@@ -845,8 +846,8 @@ out:
 /* Failures a new upload session may cure: the network, the server, a lost session. */
 static bool upload_retryable(int rc)
 {
-	return rc == -EIO || rc == -ETIMEDOUT || rc == -EAGAIN || rc == -ERANGE ||
-	       rc == -EPROTO || rc == -ENOENT || rc == -ECONNRESET;
+	return rc == -EIO || rc == -ETIMEDOUT || rc == -EAGAIN || rc == -ERANGE || rc == -EPROTO ||
+	       rc == -ENOENT || rc == -ECONNRESET;
 }
 
 int registry_put_blob(struct registry *r, const char *digest, int fd, uint64_t off, uint64_t len,
@@ -860,8 +861,9 @@ int registry_put_blob(struct registry *r, const char *digest, int fd, uint64_t o
 	if (fstat(fd, &st) < 0)
 		return err_set(err, -errno, "blob %.19s: %s", digest, strerror(errno));
 	if (S_ISREG(st.st_mode) && off + len > (uint64_t)st.st_size)
-		return err_set(err, -EINVAL, "blob %.19s: %llu bytes at %llu pass the end of its file",
-			       digest, (unsigned long long)len, (unsigned long long)off);
+		return err_set(err, -EINVAL,
+			       "blob %.19s: %llu bytes at %llu pass the end of its file", digest,
+			       (unsigned long long)len, (unsigned long long)off);
 	for (int attempt = 1; attempt <= REGISTRY_UPLOAD_TRIES; attempt++) {
 		rc = put_blob_once(r, digest, fd, off, len, err);
 		if (rc == 0 || !upload_retryable(rc))
@@ -1042,8 +1044,8 @@ int registry_delete_tag(struct registry *r, const char *tag, struct sf_err *err)
 		if (rc < 0)
 			goto out;
 		digest_buffer(manifest, strlen(manifest), mdigest);
-		rc = registry_put_manifest(r, mdigest, mt, manifest, strlen(manifest), mdigest,
-					   err);
+		rc =
+		    registry_put_manifest(r, mdigest, mt, manifest, strlen(manifest), mdigest, err);
 	}
 	if (rc < 0)
 		goto out;

@@ -83,7 +83,7 @@ int registry_parse_tags(const char *body, size_t len, struct strv *out, struct s
  * with -EACCES and a message saying which right is missing. ---- */
 
 #define REGISTRY_CHUNK (32ULL * 1024 * 1024) /* blobs larger than this go up in PATCH chunks */
-#define REGISTRY_UPLOAD_TRIES 3		      /* upload sessions per registry_put_blob */
+#define REGISTRY_UPLOAD_TRIES 3		     /* upload sessions per registry_put_blob */
 
 /* HEAD a blob. 0 and *ret_size (bytes; ret_size may be NULL) when the repository has it,
  * -ENOENT when not, -EACCES without pull rights, -EINVAL for a malformed digest, -EIO and

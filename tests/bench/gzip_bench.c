@@ -85,8 +85,8 @@ static void run_deflate(const unsigned char *in, size_t n, int level, struct out
 	for (size_t off = 0; off < n || off == 0; off += member) {
 		size_t take = n - off < member ? n - off : member;
 		put(o, header, 10);
-		size_t w = libdeflate_deflate_compress(c, in + off, take, o->p + o->len,
-						       o->cap - o->len);
+		size_t w =
+		    libdeflate_deflate_compress(c, in + off, take, o->p + o->len, o->cap - o->len);
 		if (!w)
 			exit(1);
 		o->len += w;
@@ -175,10 +175,14 @@ int main(int argc, char **argv)
 		void (*fn)(const unsigned char *, size_t, int, struct out *);
 		int level;
 	} cand[] = {
-	    {"zlib -6 (docker push)", run_zlib, 6}, {"zlib -1", run_zlib, 1},
-	    {"libdeflate -1", run_deflate, 1},	     {"libdeflate -4", run_deflate, 4},
-	    {"libdeflate -6", run_deflate, 6},	     {"isal -1", run_isal, 1},
-	    {"isal -2", run_isal, 2},		     {"isal -3", run_isal, 3},
+	    {"zlib -6 (docker push)", run_zlib, 6},
+	    {"zlib -1", run_zlib, 1},
+	    {"libdeflate -1", run_deflate, 1},
+	    {"libdeflate -4", run_deflate, 4},
+	    {"libdeflate -6", run_deflate, 6},
+	    {"isal -1", run_isal, 1},
+	    {"isal -2", run_isal, 2},
+	    {"isal -3", run_isal, 3},
 	};
 	for (int a = 1; a < argc; a++) {
 		int fd = open(argv[a], O_RDONLY | O_CLOEXEC);

@@ -190,9 +190,9 @@ static void test_manifest(void **state)
 					       strlen(manifest), d2, &err),
 			 0);
 	/* By digest, too; a digest ref that is not the data's is refused before sending. */
-	assert_int_equal(registry_put_manifest(r, d2, MT_DOCKER_MANIFEST, manifest,
-					       strlen(manifest), d2, &err),
-			 0);
+	assert_int_equal(
+	    registry_put_manifest(r, d2, MT_DOCKER_MANIFEST, manifest, strlen(manifest), d2, &err),
+	    0);
 	assert_int_equal(registry_put_manifest(r, layer, MT_DOCKER_MANIFEST, manifest,
 					       strlen(manifest), d2, &err),
 			 -EINVAL);
@@ -295,9 +295,9 @@ static void test_delete_forbidden(void **state)
 int main(void)
 {
 	const struct CMUnitTest full[] = {
-	    cmocka_unit_test(test_small_blob), cmocka_unit_test(test_large_blob),
+	    cmocka_unit_test(test_small_blob),	 cmocka_unit_test(test_large_blob),
 	    cmocka_unit_test(test_wrong_digest), cmocka_unit_test(test_manifest),
-	    cmocka_unit_test(test_readonly),   cmocka_unit_test(test_delete_tag),
+	    cmocka_unit_test(test_readonly),	 cmocka_unit_test(test_delete_tag),
 	};
 	const struct CMUnitTest nodelete[] = {
 	    cmocka_unit_test(test_delete_forbidden),

@@ -21,7 +21,8 @@
 
 /* sample(3000000) and its gzip at libdeflate level 6 (libdeflate 1.14). */
 #define KNOWN_INPUT_DIGEST "sha256:9b9b945f0bb5f15936ac5eec646190f7e42418ec2c89ebfec85772731e02990d"
-#define KNOWN_OUTPUT_DIGEST "sha256:e99217016112e65cf8f720d3ded7f9db705feb037ac47fced69507397b188c7d"
+#define KNOWN_OUTPUT_DIGEST                                                                        \
+	"sha256:e99217016112e65cf8f720d3ded7f9db705feb037ac47fced69507397b188c7d"
 #define KNOWN_OUTPUT_SIZE 1444929 /* the input digest checked with Python hashlib */
 
 static int memfd(const void *data, size_t len)
@@ -118,8 +119,14 @@ static void roundtrip(size_t len)
 
 static void test_roundtrip_sizes(void **state)
 {
-	static const size_t sizes[] = {0, 1, 100, 65536, GZIP_MEMBER - 1, GZIP_MEMBER,
-				      GZIP_MEMBER + 1, 3 * GZIP_MEMBER + 5000};
+	static const size_t sizes[] = {0,
+				       1,
+				       100,
+				       65536,
+				       GZIP_MEMBER - 1,
+				       GZIP_MEMBER,
+				       GZIP_MEMBER + 1,
+				       3 * GZIP_MEMBER + 5000};
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
 		roundtrip(sizes[i]);
 }
