@@ -8,6 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "auth.h"
 #include "oci.h"
@@ -717,5 +722,466 @@ int registry_get_blob(struct registry *r, const char *digest, uint64_t offset, h
 out:
 	http_response_done(&resp);
 	free(url);
+	return rc;
+}
+
+/* ---- Write half: blobs, manifests, tag deletion (OCI distribution spec, "Push" and
+ * "Content Management"; Docker Registry HTTP API v2). ---- */
+
+/* A tag as the distribution spec allows: [A-Za-z0-9_][A-Za-z0-9._-]{0,127}. */
+static bool tag_valid(const char *t)
+{
+	size_t n = t ? strlen(t) : 0;
+
+	if (n == 0 || n > 128 || t[0] == '.' || t[0] == '-')
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((t[i] >= 'a' && t[i] <= 'z') || (t[i] >= 'A' && t[i] <= 'Z') ||
+		      (t[i] >= '0' && t[i] <= '9') || t[i] == '_' || t[i] == '.' || t[i] == '-'))
+			return false;
+	return true;
+}
+
+/* True when the registry's error body {"errors":[{"code":...}]} names code. */
+static bool has_error_code(const struct http_response *resp, const char *code)
+{
+	json_t *root, *errs;
+	bool found = false;
+
+	if (!resp->body.data)
+		return false;
+	root = json_loadb(resp->body.data, resp->body.len, 0, NULL);
+	errs = json_object_get(root, "errors");
+	for (size_t i = 0; i < json_array_size(errs) && !found; i++) {
+		const char *c = json_string_value(json_object_get(json_array_get(errs, i), "code"));
+		found = c && strcmp(c, code) == 0;
+	}
+	json_decref(root);
+	return found;
+}
+
+/* A request that needs push (or delete) rights: a refusal says which right is missing. */
+static int write_request(struct registry *r, struct http_request *req, enum action act,
+			 struct http_response *resp, struct sf_err *err)
+{
+	int rc = request(r, req, act, resp, err);
+
+	if (rc == 0 && (resp->status == 401 || resp->status == 403)) {
+		rc = status_error(r, req->method, req->url, resp, err);
+		http_response_done(resp);
+	}
+	if (rc == -EACCES)
+		err_prefix(err, "%s access to %s/%s denied (is the credential read-only?)",
+			   act == ACT_DELETE ? "delete" : "push", r->host, r->repo);
+	return rc;
+}
+
+int registry_has_blob(struct registry *r, const char *digest, uint64_t *ret_size,
+		      struct sf_err *err)
+{
+	struct http_request req = {.method = "HEAD"};
+	struct http_response resp = {0};
+	char *url = NULL;
+	int rc;
+
+	if (!name_digest_valid(digest))
+		return err_set(err, -EINVAL, "bad digest '%s'", digest);
+	if (asprintf(&url, "%s/v2/%s/blobs/%s", r->base, r->repo, digest) < 0)
+		return -ENOMEM;
+	req.url = url;
+	rc = request(r, &req, ACT_PULL, &resp, err);
+	if (rc < 0) {
+		err_prefix(err, "blob %.19s", digest);
+		goto out;
+	}
+	if (resp.status == 404) {
+		rc = err_set(err, -ENOENT, "blob %.19s: not in %s/%s", digest, r->host, r->repo);
+		goto out;
+	}
+	if (resp.status != 200) {
+		rc = status_error(r, "HEAD", url, &resp, err);
+		goto out;
+	}
+	if (resp.content_length < 0) {
+		rc = err_set(err, -EPROTO, "blob %.19s: %s gave no size", digest, r->host);
+		goto out;
+	}
+	if (ret_size)
+		*ret_size = (uint64_t)resp.content_length;
+out:
+	http_response_done(&resp);
+	free(url);
+	return rc;
+}
+
+/* The absolute URL of an upload session from a Location header (relative or absolute). */
+static int upload_location(struct registry *r, const char *from, const struct http_response *resp,
+			   char **ret, struct sf_err *err)
+{
+	char *next;
+
+	if (!resp->location || !*resp->location)
+		return err_set(err, -EPROTO, "blob upload: %s gave no Location", r->host);
+	next = http_resolve_url(from, resp->location);
+	if (!next)
+		return err_set(err, -EPROTO, "blob upload: bad Location '%s'", resp->location);
+	*ret = next;
+	return 0;
+}
+
+/* location + "digest=DIGEST", after '?' or '&' as the URL already has a query or not. */
+static char *with_digest(const char *location, const char *digest)
+{
+	size_t n = strcspn(location, "#"); /* a fragment is never sent: drop it */
+	const char *q = memchr(location, '?', n), *sep = "?";
+	char *out = NULL;
+
+	if (q)
+		sep = location[n - 1] == '?' || location[n - 1] == '&' ? "" : "&";
+	if (asprintf(&out, "%.*s%sdigest=%s", (int)n, location, sep, digest) < 0)
+		return NULL;
+	return out;
+}
+
+char *registry_upload_url(const char *location, const char *digest)
+{
+	return with_digest(location, digest);
+}
+
+/* Best effort: cancel an upload session we give up on (DELETE on its URL). */
+static void cancel_upload(struct registry *r, const char *location)
+{
+	struct http_request req = {.method = "DELETE", .url = location};
+	struct http_response resp = {0};
+
+	if (request(r, &req, ACT_PUSH, &resp, NULL) == 0)
+		http_response_done(&resp);
+}
+
+/* One upload session: POST, then one PUT (small) or PATCH chunks + PUT (large). */
+static int put_blob_once(struct registry *r, const char *digest, int fd, uint64_t off, uint64_t len,
+			 struct sf_err *err)
+{
+	static const char *const octet[] = {"Content-Type: application/octet-stream", NULL};
+	struct http_request req = {0};
+	struct http_response resp = {0};
+	char *url = NULL, *loc = NULL, *put_url = NULL;
+	int rc;
+
+	if (asprintf(&url, "%s/v2/%s/blobs/uploads/", r->base, r->repo) < 0)
+		return -ENOMEM;
+	req = (struct http_request){.method = "POST", .url = url, .no_redirect = true};
+	rc = write_request(r, &req, ACT_PUSH, &resp, err);
+	if (rc < 0)
+		goto out;
+	if (resp.status != 202) {
+		rc = status_error(r, "POST", url, &resp, err);
+		goto out;
+	}
+	rc = upload_location(r, url, &resp, &loc, err);
+	if (rc < 0)
+		goto out;
+	http_response_done(&resp);
+
+	if (len > REGISTRY_CHUNK) {
+		uint64_t pos = 0;
+		while (pos < len) {
+			uint64_t n = len - pos < REGISTRY_CHUNK ? len - pos : REGISTRY_CHUNK;
+			char range[80], *next = NULL;
+			const char *hdrs[] = {octet[0], range, NULL};
+
+			snprintf(range, sizeof(range), "Content-Range: %llu-%llu",
+				 (unsigned long long)pos, (unsigned long long)(pos + n - 1));
+			req = (struct http_request){.method = "PATCH",
+						    .url = loc,
+						    .headers = hdrs,
+						    .has_upload_fd = true,
+						    .upload_fd = fd,
+						    .upload_off = off + pos,
+						    .upload_len = n,
+						    .no_redirect = true};
+			rc = write_request(r, &req, ACT_PUSH, &resp, err);
+			if (rc < 0)
+				goto fail;
+			if (resp.status != 202) {
+				rc = status_error(r, "PATCH", loc, &resp, err);
+				goto fail;
+			}
+			rc = upload_location(r, loc, &resp, &next, err);
+			if (rc < 0)
+				goto fail;
+			http_response_done(&resp);
+			free(loc);
+			loc = next;
+			pos += n;
+		}
+	}
+	put_url = with_digest(loc, digest);
+	if (!put_url) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	req = (struct http_request){.method = "PUT",
+				    .url = put_url,
+				    .headers = octet,
+				    .has_upload_fd = true,
+				    .upload_fd = fd,
+				    .upload_off = off,
+				    .upload_len = len > REGISTRY_CHUNK ? 0 : len,
+				    .no_redirect = true};
+	rc = write_request(r, &req, ACT_PUSH, &resp, err);
+	if (rc < 0)
+		goto fail;
+	if (resp.status == 400 && has_error_code(&resp, "DIGEST_INVALID")) {
+		rc = err_set(err, -EBADMSG,
+			     "blob %.19s: %s says the uploaded bytes have another digest", digest,
+			     r->host);
+		goto fail;
+	}
+	if (resp.status != 201) {
+		rc = status_error(r, "PUT", put_url, &resp, err);
+		goto fail;
+	}
+	if (resp.docker_content_digest && strcmp(resp.docker_content_digest, digest) != 0) {
+		rc = err_set(err, -EBADMSG, "blob %.19s: %s stored it as %s", digest, r->host,
+			     resp.docker_content_digest);
+		goto out;
+	}
+	goto out;
+fail:
+	http_response_done(&resp);
+	cancel_upload(r, loc);
+out:
+	http_response_done(&resp);
+	free(put_url);
+	free(loc);
+	free(url);
+	return rc;
+}
+
+/* Failures a new upload session may cure: the network, the server, a lost session. */
+static bool upload_retryable(int rc)
+{
+	return rc == -EIO || rc == -ETIMEDOUT || rc == -EAGAIN || rc == -ERANGE || rc == -EPROTO ||
+	       rc == -ENOENT || rc == -ECONNRESET;
+}
+
+int registry_put_blob(struct registry *r, const char *digest, int fd, uint64_t off, uint64_t len,
+		      struct sf_err *err)
+{
+	struct stat st;
+	int rc = 0;
+
+	if (!name_digest_valid(digest))
+		return err_set(err, -EINVAL, "bad digest '%s'", digest);
+	if (fstat(fd, &st) < 0)
+		return err_set(err, -errno, "blob %.19s: %s", digest, strerror(errno));
+	if (S_ISREG(st.st_mode) && off + len > (uint64_t)st.st_size)
+		return err_set(err, -EINVAL,
+			       "blob %.19s: %llu bytes at %llu pass the end of its file", digest,
+			       (unsigned long long)len, (unsigned long long)off);
+	for (int attempt = 1; attempt <= REGISTRY_UPLOAD_TRIES; attempt++) {
+		rc = put_blob_once(r, digest, fd, off, len, err);
+		if (rc == 0 || !upload_retryable(rc))
+			break;
+	}
+	if (rc < 0)
+		err_prefix(err, "uploading blob %.19s to %s", digest, r->repo);
+	return rc;
+}
+
+static bool docker_media_type(const char *mt)
+{
+	return strncmp(mt, "application/vnd.docker.", 23) == 0;
+}
+
+int registry_put_manifest(struct registry *r, const char *ref, const char *media_type,
+			  const void *data, size_t len, char ret_digest[DIGEST_LEN],
+			  struct sf_err *err)
+{
+	struct http_request req = {.method = "PUT", .body = data, .body_len = len};
+	struct http_response resp = {0};
+	char digest[DIGEST_LEN], *url = NULL, *ct = NULL;
+	const char *hdrs[2] = {NULL, NULL};
+	int rc;
+
+	if (!media_type || !*media_type || strpbrk(media_type, "\r\n"))
+		return err_set(err, -EINVAL, "manifest %s: bad media type", ref);
+	if (len > REGISTRY_MANIFEST_CAP)
+		return err_set(err, -EFBIG, "manifest %s: larger than %d bytes", ref,
+			       REGISTRY_MANIFEST_CAP);
+	digest_buffer(data ? data : "", len, digest);
+	if (name_digest_valid(ref) && strcmp(ref, digest) != 0)
+		return err_set(err, -EINVAL, "manifest: put under %s but its digest is %s", ref,
+			       digest);
+	if (!name_digest_valid(ref) && !tag_valid(ref))
+		return err_set(err, -EINVAL, "manifest: '%s' is neither a tag nor a digest", ref);
+	if (asprintf(&url, "%s/v2/%s/manifests/%s", r->base, r->repo, ref) < 0 ||
+	    asprintf(&ct, "Content-Type: %s", media_type) < 0) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	hdrs[0] = ct;
+	req.url = url;
+	req.headers = hdrs;
+	rc = write_request(r, &req, ACT_PUSH, &resp, err);
+	if (rc < 0) {
+		err_prefix(err, "manifest %s", ref);
+		goto out;
+	}
+	if (resp.status == 415 || (resp.status == 400 && has_error_code(&resp, "UNSUPPORTED")) ||
+	    (resp.status == 400 && docker_media_type(media_type) &&
+	     has_error_code(&resp, "MANIFEST_INVALID"))) {
+		struct sf_err why = {0};
+		status_error(r, "PUT", url, &resp, &why);
+		rc = err_set(err, -EPROTONOSUPPORT, "%s does not accept %s manifests: %s", r->host,
+			     media_type, why.msg);
+		goto out;
+	}
+	if (resp.status != 201 && resp.status != 200 && resp.status != 202) {
+		rc = status_error(r, "PUT", url, &resp, err);
+		err_prefix(err, "putting manifest");
+		goto out;
+	}
+	if (resp.docker_content_digest && name_digest_valid(resp.docker_content_digest) &&
+	    strcmp(resp.docker_content_digest, digest) != 0) {
+		rc = err_set(err, -EBADMSG, "manifest %s: %s stored it as %s, not %s", ref, r->host,
+			     resp.docker_content_digest, digest);
+		goto out;
+	}
+	memcpy(ret_digest, digest, DIGEST_LEN);
+out:
+	http_response_done(&resp);
+	free(ct);
+	free(url);
+	return rc;
+}
+
+/* DELETE /v2/<repo>/<kind>/<digest>. A registry that forbids deletes gives -EPERM. */
+static int delete_digest(struct registry *r, const char *kind, const char *digest,
+			 struct sf_err *err)
+{
+	struct http_request req = {.method = "DELETE"};
+	struct http_response resp = {0};
+	char *url = NULL;
+	int rc;
+
+	if (asprintf(&url, "%s/v2/%s/%s/%s", r->base, r->repo, kind, digest) < 0)
+		return -ENOMEM;
+	req.url = url;
+	rc = write_request(r, &req, ACT_DELETE, &resp, err);
+	if (rc < 0)
+		goto out;
+	if (resp.status == 405 || has_error_code(&resp, "UNSUPPORTED")) {
+		struct sf_err why = {0};
+		status_error(r, "DELETE", url, &resp, &why);
+		rc = err_set(err, -EPERM, "%s/%s does not allow deletes: %s", r->host, r->repo,
+			     why.msg);
+		goto out;
+	}
+	if (resp.status != 202 && resp.status != 200 && resp.status != 204)
+		rc = status_error(r, "DELETE", url, &resp, err);
+out:
+	http_response_done(&resp);
+	free(url);
+	return rc;
+}
+
+/* A throw-away image for deleting a tag: a small unique config uploaded, and the text of an
+ * empty manifest naming it (OCI, or Docker schema 2 when docker is set). Caller frees. */
+static int throwaway_image(struct registry *r, const char *tag, bool docker, char **ret_manifest,
+			   char ret_config[DIGEST_LEN], struct sf_err *err)
+{
+	unsigned char rnd[16];
+	char hex[33], *config = NULL, cdigest[DIGEST_LEN];
+	struct timespec now;
+	int fd = -1, rc, n;
+
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		return err_set(err, -EIO, "no random bytes for a unique manifest");
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
+	clock_gettime(CLOCK_REALTIME, &now);
+	n = asprintf(&config, "{\"stagefs\":\"deleting tag %s\",\"nonce\":\"%s\",\"time\":%lld}",
+		     tag, hex, (long long)now.tv_sec);
+	if (n < 0)
+		return -ENOMEM;
+	digest_buffer(config, (size_t)n, cdigest);
+	fd = memfd_create("stagefs-throwaway", MFD_CLOEXEC);
+	if (fd < 0 || write(fd, config, (size_t)n) != n) {
+		rc = err_set(err, fd < 0 ? -errno : -EIO, "throw-away config: %s", strerror(errno));
+		goto out;
+	}
+	rc = registry_put_blob(r, cdigest, fd, 0, (uint64_t)n, err);
+	if (rc < 0)
+		goto out;
+	if (asprintf(ret_manifest,
+		     "{\"schemaVersion\":2,\"mediaType\":\"%s\",\"config\":{\"mediaType\":\"%s\","
+		     "\"digest\":\"%s\",\"size\":%d},\"layers\":[]}",
+		     docker ? MT_DOCKER_MANIFEST : MT_OCI_MANIFEST,
+		     docker ? MT_DOCKER_CONFIG : MT_OCI_CONFIG, cdigest, n) < 0) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	memcpy(ret_config, cdigest, DIGEST_LEN);
+out:
+	if (fd >= 0)
+		close(fd);
+	free(config);
+	return rc;
+}
+
+int registry_delete_tag(struct registry *r, const char *tag, struct sf_err *err)
+{
+	char digest[DIGEST_LEN], mdigest[DIGEST_LEN], cdigest[DIGEST_LEN];
+	const char *mt = MT_OCI_MANIFEST;
+	char *manifest = NULL;
+	size_t len;
+	int rc;
+
+	if (!tag_valid(tag))
+		return err_set(err, -EINVAL, "'%s' is not a tag", tag);
+	rc = registry_head_manifest(r, tag, digest, NULL, NULL, err);
+	if (rc < 0)
+		goto out;
+	/* 1. A unique manifest, untagged (put by digest): deleting it tells whether this
+	 *    registry allows deletes before the tag is touched. */
+	rc = throwaway_image(r, tag, false, &manifest, cdigest, err);
+	if (rc < 0)
+		goto out;
+	digest_buffer(manifest, strlen(manifest), mdigest);
+	rc = registry_put_manifest(r, mdigest, mt, manifest, strlen(manifest), mdigest, err);
+	if (rc == -EPROTONOSUPPORT) {
+		/* A registry without OCI manifests: the same in Docker schema 2. */
+		free(manifest);
+		manifest = NULL;
+		mt = MT_DOCKER_MANIFEST;
+		rc = throwaway_image(r, tag, true, &manifest, cdigest, err);
+		if (rc < 0)
+			goto out;
+		digest_buffer(manifest, strlen(manifest), mdigest);
+		rc =
+		    registry_put_manifest(r, mdigest, mt, manifest, strlen(manifest), mdigest, err);
+	}
+	if (rc < 0)
+		goto out;
+	len = strlen(manifest);
+	rc = delete_digest(r, "manifests", mdigest, err);
+	if (rc < 0)
+		goto out;
+	/* 2. The same manifest under the tag moves only this tag onto it; deleting its digest
+	 *    then removes the tag, and no other tag can point at that unique manifest. */
+	rc = registry_put_manifest(r, tag, mt, manifest, len, mdigest, err);
+	if (rc < 0)
+		goto out;
+	rc = delete_digest(r, "manifests", mdigest, err);
+	if (rc < 0)
+		goto out;
+	/* The config blob is garbage now; a registry that keeps it does no harm. */
+	delete_digest(r, "blobs", cdigest, NULL);
+out:
+	free(manifest);
+	if (rc < 0)
+		err_prefix(err, "deleting tag %s", tag);
 	return rc;
 }

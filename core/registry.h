@@ -82,3 +82,61 @@ char *registry_parse_link_next(const char *link);
 
 /* Append the tags of one tags/list page (JSON) to out. -EINVAL for malformed pages. */
 int registry_parse_tags(const char *body, size_t len, struct strv *out, struct sf_err *err);
+
+/* ---- Write half (OCI distribution spec "Push" and "Content Management"). Write requests ask
+ * for push rights (Bearer scope "pull,push"; deletes "delete"): a credential without them fails
+ * with -EACCES and a message saying which right is missing. ---- */
+
+#define REGISTRY_CHUNK (32ULL * 1024 * 1024) /* blobs larger than this go up in PATCH chunks */
+#define REGISTRY_UPLOAD_TRIES 3		     /* upload sessions per registry_put_blob */
+
+/* HEAD a blob. 0 and *ret_size (bytes; ret_size may be NULL) when the repository has it,
+ * -ENOENT when not, -EACCES without pull rights, -EINVAL for a malformed digest, -EIO and
+ * friends for transport trouble. */
+int registry_has_blob(struct registry *r, const char *digest, uint64_t *ret_size,
+		      struct sf_err *err);
+
+/* Upload len bytes of fd from offset off (read with pread: fd's position is untouched, and
+ * curl may rewind on a retry) as the blob digest. POST an upload session, then one monolithic
+ * PUT ?digest= when len <= REGISTRY_CHUNK, else PATCH chunks of REGISTRY_CHUNK bytes
+ * (Content-Range) and a final empty PUT. The Location of each answer is followed (relative or
+ * absolute, query kept). The final answer must be 201 and any Docker-Content-Digest must be
+ * digest. A session that fails on the network or the server side (-EIO, -ETIMEDOUT, -EAGAIN,
+ * -ERANGE (416), -EPROTO, -ENOENT (session lost)) is cancelled and the whole upload is retried,
+ * at most REGISTRY_UPLOAD_TRIES sessions in all (each request also has http's own retries).
+ * Errors: -EACCES no push rights; -EBADMSG the registry computed another digest (the bytes
+ * do not match the name); -EINVAL bad digest or off+len past the end of a regular file;
+ * -ECANCELED after registry_cancel. The caller checks registry_has_blob first if it wants to
+ * skip blobs the repository has. Thread-safe (fd is only pread). */
+int registry_put_blob(struct registry *r, const char *digest, int fd, uint64_t off, uint64_t len,
+		      struct sf_err *err);
+
+/* PUT a manifest of media_type (its Content-Type) under ref, a tag or a digest. data/len are
+ * borrowed (at most REGISTRY_MANIFEST_CAP). On success writes its sha256 ("sha256:HEX") to
+ * ret_digest (checked against the registry's Docker-Content-Digest: -EBADMSG if they differ).
+ * Every blob it names must already be in the repository.
+ * -EPROTONOSUPPORT: this registry does not accept this manifest media type (HTTP 415; 400 with
+ *   UNSUPPORTED; or 400 MANIFEST_INVALID for a Docker media type, as Zot answers): the caller
+ *   may put the same blobs under an OCI manifest instead. Nothing was stored.
+ * -EINVAL: a ref that is a digest other than the data's, a malformed ref or media type, or the
+ *   registry refused the manifest (400: MANIFEST_INVALID for an OCI type, MANIFEST_BLOB_UNKNOWN,
+ *   TAG_INVALID ...; the registry's code and message are in err).
+ * -EACCES: no push rights. -EFBIG: larger than the cap. */
+int registry_put_manifest(struct registry *r, const char *ref, const char *media_type,
+			  const void *data, size_t len, char ret_digest[DIGEST_LEN],
+			  struct sf_err *err);
+
+/* Remove one tag, and only it, even when other tags share its manifest: upload a small unique
+ * config blob and put a unique empty manifest naming it, first by digest (untagged), and DELETE
+ * that digest to learn whether this registry allows deletes; then put it under tag (moving
+ * only this tag) and DELETE its digest, which removes the tag (as regctl does). The throw-away
+ * config blob is deleted best effort; the manifests the tag pointed at stay for other tags.
+ * -ENOENT: no such tag. -EPERM: the registry forbids deletes (HTTP 405 / UNSUPPORTED; its reason
+ * in err): the tag is unchanged (only an untagged throw-away manifest was left).
+ * -EACCES: no push or delete rights (nothing changed when push is missing). -EINVAL: bad tag.
+ * Not atomic against a concurrent writer of the same tag. */
+int registry_delete_tag(struct registry *r, const char *tag, struct sf_err *err);
+
+/* location with "digest=DIGEST" appended after '?' or '&' (a fragment dropped). Caller frees;
+ * NULL on out-of-memory. Exposed for tests. */
+char *registry_upload_url(const char *location, const char *digest);

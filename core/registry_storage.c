@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "oci.h"
+#include "registry_writer.h"
 
 /* Child manifests of one image index kept in memory: platforms of one stage, a handful in
  * practice; this bounds a stage's layout to 64 x 4 MiB. */
@@ -181,12 +182,26 @@ static void rs_free(struct storage *st)
 	free(rs);
 }
 
+static int rs_write_begin(struct storage *st, const char *project, const char *stage,
+			  struct stage_writer **ret, struct sf_err *err)
+{
+	return registry_writer_new(reg_of(st), stage, ret, err);
+}
+
+static int rs_remove(struct storage *st, const char *project, const char *stage,
+		     struct sf_err *err)
+{
+	return registry_delete_tag(reg_of(st), stage, err);
+}
+
 static const struct storage_ops registry_storage_ops = {
     .list = rs_list,
     .describe = rs_describe,
     .read_blob = rs_read_blob,
     .free = rs_free,
     .cancel = rs_cancel,
+    .write_begin = rs_write_begin,
+    .remove = rs_remove,
 };
 
 int registry_storage_new(struct registry *reg, struct storage **ret)

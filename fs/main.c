@@ -260,6 +260,10 @@ out:
 	/* Unmounted: running downloads and exports stop now instead of finishing for nobody. */
 	if (ctx.st)
 		storage_cancel(ctx.st);
+	/* fuse_main has freed its struct fuse: nothing more to invalidate. */
+	ctx.fuse = NULL;
+	if (ctx.pending)
+		pending_on_retire(ctx.pending, NULL, NULL);
 	pending_free(ctx.pending, log_dropped, NULL);
 	blobcache_free(ctx.blobs);
 	storage_free(ctx.st);

@@ -12,6 +12,7 @@ set -euo pipefail
 pkgs=(
   build-essential meson ninja-build pkg-config
   libfuse3-dev fuse3 libcurl4-openssl-dev libjansson-dev libssl-dev libcmocka-dev libmurmurhash-dev
+  libdeflate-dev zlib1g-dev libisal-dev
   docker.io docker-registry skopeo rsync jq curl python3 apache2-utils openssl
   valgrind util-linux procps ca-certificates kmod
 )

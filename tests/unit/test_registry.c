@@ -237,13 +237,32 @@ static void test_links_generated(void **state)
 	free(path);
 }
 
+/* The final PUT of an upload: digest= after '?' or '&', the session's query kept. */
+static void test_upload_url(void **state)
+{
+	static const char *const cases[][2] = {
+	    {"http://h/v2/r/blobs/uploads/u", "http://h/v2/r/blobs/uploads/u?digest=sha256:x"},
+	    {"http://h/u?_state=abc", "http://h/u?_state=abc&digest=sha256:x"},
+	    {"http://h/u?", "http://h/u?digest=sha256:x"},
+	    {"http://h/u?a=1&", "http://h/u?a=1&digest=sha256:x"},
+	    {"http://h/u?a=1#frag", "http://h/u?a=1&digest=sha256:x"},
+	    {"https://s3/b/u?X-Amz=1&Sig=z", "https://s3/b/u?X-Amz=1&Sig=z&digest=sha256:x"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *u = registry_upload_url(cases[i][0], "sha256:x");
+		assert_non_null(u);
+		assert_string_equal(u, cases[i][1]);
+		free(u);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_tags_files),	    cmocka_unit_test(test_tags_append),
 	    cmocka_unit_test(test_tags_many),	    cmocka_unit_test(test_tags_max),
 	    cmocka_unit_test(test_tags_hostile),    cmocka_unit_test(test_links),
-	    cmocka_unit_test(test_links_generated),
+	    cmocka_unit_test(test_links_generated), cmocka_unit_test(test_upload_url),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

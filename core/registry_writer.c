@@ -1,0 +1,375 @@
+#include "registry_writer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gzip.h"
+#include "name.h"
+#include "oci.h"
+
+#define DOC_CAP (4 * 1024 * 1024)
+
+enum blob_kind { B_JSON, B_GZIP, B_ZSTD, B_TAR };
+
+struct job {
+	struct registry_writer *w;
+	pthread_t thread;
+	char digest[DIGEST_LEN];
+	uint64_t size;
+	char *path;
+	enum blob_kind kind;
+	/* What went up: the blob itself, or its gzip-compressed form. */
+	char up_digest[DIGEST_LEN];
+	uint64_t up_size;
+	int result;
+	struct sf_err err;
+};
+
+struct registry_writer {
+	struct stage_writer base;
+	struct registry *reg;
+	char stage[NAME_STAGE_MAX + 1];
+	pthread_mutex_t lock;
+	struct job **jobs;
+	size_t njobs;
+	sem_t slots; /* compressions and uploads running at once */
+};
+
+static enum blob_kind sniff(const char *path)
+{
+	unsigned char b[4] = {0};
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? pread(fd, b, 4, 0) : -1;
+
+	if (fd >= 0)
+		close(fd);
+	if (n >= 2 && b[0] == 0x1f && b[1] == 0x8b)
+		return B_GZIP;
+	if (n == 4 && b[0] == 0x28 && b[1] == 0xb5 && b[2] == 0x2f && b[3] == 0xfd)
+		return B_ZSTD;
+	if (n >= 1 && b[0] == '{')
+		return B_JSON;
+	return B_TAR;
+}
+
+/* Upload the file at path as blob digest unless the repository has it. */
+static int upload(struct registry *reg, const char *digest, const char *path, uint64_t size,
+		  struct sf_err *err)
+{
+	int fd, r = registry_has_blob(reg, digest, NULL, err);
+
+	if (r != -ENOENT)
+		return r;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return err_set(err, -errno, "%s: %s", path, strerror(errno));
+	r = registry_put_blob(reg, digest, fd, 0, size, err);
+	close(fd);
+	return r;
+}
+
+static void *job_run(void *arg)
+{
+	struct job *j = arg;
+	char gz[4096];
+	int in = -1, out = -1;
+
+	sem_wait(&j->w->slots);
+	memcpy(j->up_digest, j->digest, DIGEST_LEN);
+	j->up_size = j->size;
+	if (j->kind == B_GZIP || j->kind == B_ZSTD) {
+		j->result = upload(j->w->reg, j->digest, j->path, j->size, &j->err);
+	} else if (j->kind == B_TAR) {
+		snprintf(gz, sizeof(gz), "%s.gz", j->path);
+		in = open(j->path, O_RDONLY | O_CLOEXEC);
+		out = open(gz, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (in < 0 || out < 0)
+			j->result = err_set(&j->err, -errno, "%s: %s", gz, strerror(errno));
+		else
+			j->result = gzip_file(in, out, j->up_digest, &j->up_size, NULL, &j->err);
+		if (in >= 0)
+			close(in);
+		if (out >= 0 && close(out) < 0 && j->result == 0)
+			j->result = err_set(&j->err, -errno, "%s: %s", gz, strerror(errno));
+		if (j->result == 0)
+			j->result = upload(j->w->reg, j->up_digest, gz, j->up_size, &j->err);
+	}
+	if (j->result < 0)
+		err_prefix(&j->err, "blob %s: ", j->digest);
+	sem_post(&j->w->slots);
+	return NULL;
+}
+
+static int rw_add_blob(struct stage_writer *sw, const char *digest, uint64_t size,
+		       const char *path, struct sf_err *err)
+{
+	struct registry_writer *w = (struct registry_writer *)sw;
+	struct job *j = calloc(1, sizeof(*j)), **nv;
+
+	if (!j || !(j->path = strdup(path))) {
+		free(j);
+		return -ENOMEM;
+	}
+	j->w = w;
+	memcpy(j->digest, digest, DIGEST_LEN);
+	j->size = size;
+	j->kind = sniff(path);
+	pthread_mutex_lock(&w->lock);
+	nv = realloc(w->jobs, (w->njobs + 1) * sizeof(*nv));
+	if (!nv) {
+		pthread_mutex_unlock(&w->lock);
+		free(j->path);
+		free(j);
+		return -ENOMEM;
+	}
+	w->jobs = nv;
+	if (j->kind != B_JSON && pthread_create(&j->thread, NULL, job_run, j) != 0) {
+		pthread_mutex_unlock(&w->lock);
+		free(j->path);
+		free(j);
+		return -EAGAIN;
+	}
+	nv[w->njobs++] = j;
+	pthread_mutex_unlock(&w->lock);
+	return 0;
+}
+
+/* The job of a blob, finished; NULL when the blob was never added. */
+static struct job *wait_job(struct registry_writer *w, const char *digest)
+{
+	struct job *j = NULL;
+
+	pthread_mutex_lock(&w->lock);
+	for (size_t i = 0; i < w->njobs && !j; i++)
+		if (strcmp(w->jobs[i]->digest, digest) == 0)
+			j = w->jobs[i];
+	pthread_mutex_unlock(&w->lock);
+	if (j && j->kind != B_JSON && j->thread) {
+		pthread_join(j->thread, NULL);
+		j->thread = 0;
+	}
+	return j;
+}
+
+static int read_doc(const struct job *j, char **ret, size_t *ret_len)
+{
+	FILE *f;
+	char *data;
+
+	if (j->size > DOC_CAP)
+		return -EFBIG;
+	if (!(f = fopen(j->path, "rbe")))
+		return -errno;
+	data = malloc(j->size + 1);
+	if (!data || fread(data, 1, j->size, f) != j->size) {
+		fclose(f);
+		free(data);
+		return data ? -EIO : -ENOMEM;
+	}
+	fclose(f);
+	data[j->size] = '\0';
+	*ret = data;
+	*ret_len = j->size;
+	return 0;
+}
+
+/* What the tag holds now: -ENOENT, or 0 with its image ID (config digest) and digest. */
+static int tagged(struct registry_writer *w, char ret_id[DIGEST_LEN], char ret_digest[DIGEST_LEN],
+		  struct sf_err *err)
+{
+	struct registry_manifest rm = {0};
+	struct oci_manifest m = {0};
+	int r = registry_get_manifest(w->reg, w->stage, &rm, err);
+
+	if (r < 0)
+		return r;
+	r = oci_manifest_parse(rm.data, rm.len, rm.media_type, &m, err);
+	if (r == 0) {
+		snprintf(ret_id, DIGEST_LEN, "%s", m.is_index ? "" : m.config.digest);
+		memcpy(ret_digest, rm.digest, DIGEST_LEN);
+	}
+	oci_manifest_done(&m);
+	registry_manifest_done(&rm);
+	return r;
+}
+
+/* Put an image manifest's blobs (config uploaded now, layers by their jobs) and then the
+ * manifest under ref: unchanged when every layer went up as it is, else rewritten. */
+static int put_image(struct registry_writer *w, const char *ref, const char *doc, size_t len,
+		     const char *media_type, const struct oci_manifest *m, struct sf_err *err)
+{
+	struct oci_desc *layers = NULL, cfg = {0};
+	struct job *j;
+	bool rewrite = false, zstd = false;
+	char *out = NULL, got[DIGEST_LEN];
+	size_t out_len;
+	int r;
+
+	j = wait_job(w, m->config.digest);
+	if (!j)
+		return err_set(err, -EINVAL, "the config %s was not written", m->config.digest);
+	r = upload(w->reg, j->digest, j->path, j->size, err);
+	if (r < 0)
+		return r;
+	layers = calloc(m->n + 1, sizeof(*layers));
+	if (!layers)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->n; i++) {
+		j = wait_job(w, m->descs[i].digest);
+		if (!j) {
+			r = err_set(err, -EINVAL, "the layer %s was not written", m->descs[i].digest);
+			goto out;
+		}
+		if (j->result < 0) {
+			*err = j->err;
+			r = j->result;
+			goto out;
+		}
+		rewrite |= j->kind == B_TAR;
+		zstd |= j->kind == B_ZSTD;
+		memcpy(layers[i].digest, j->up_digest, DIGEST_LEN);
+		layers[i].size = j->up_size;
+	}
+	if (!rewrite) {
+		r = registry_put_manifest(w->reg, ref, media_type, doc, len, got, err);
+		goto out;
+	}
+	/* As `docker push` makes it: Docker schema 2, gzip layers, the config as it is. */
+	memcpy(cfg.digest, m->config.digest, DIGEST_LEN);
+	cfg.size = m->config.size;
+	for (int oci = zstd; oci < 2; oci++) {
+		cfg.media_type = oci ? MT_OCI_CONFIG : MT_DOCKER_CONFIG;
+		for (size_t i = 0; i < m->n; i++) {
+			enum blob_kind k = wait_job(w, m->descs[i].digest)->kind;
+			layers[i].media_type = k == B_ZSTD ? "application/vnd.oci.image.layer.v1.tar+zstd"
+				: oci ? MT_OCI_LAYER_GZIP
+				      : MT_DOCKER_LAYER_GZIP;
+		}
+		free(out);
+		out = NULL;
+		r = oci_manifest_json(oci ? MT_OCI_MANIFEST : MT_DOCKER_MANIFEST, &cfg, layers, m->n,
+				      &out, &out_len);
+		if (r < 0)
+			goto out;
+		r = registry_put_manifest(w->reg, ref, oci ? MT_OCI_MANIFEST : MT_DOCKER_MANIFEST, out,
+					  out_len, got, err);
+		if (r != -EPROTONOSUPPORT)
+			break;
+	}
+out:
+	free(out);
+	free(layers);
+	return r;
+}
+
+static int rw_commit(struct stage_writer *sw, const char *index_json, size_t index_len,
+		     struct sf_err *err)
+{
+	struct registry_writer *w = (struct registry_writer *)sw;
+	struct oci_manifest m = {0};
+	struct oci_desc top = {0};
+	char *ref = NULL, *doc = NULL, have_id[DIGEST_LEN], have_digest[DIGEST_LEN], got[DIGEST_LEN];
+	size_t doc_len;
+	struct job *j;
+	int r;
+
+	r = oci_index_parse(index_json, index_len, &top, &ref, err);
+	if (r < 0)
+		goto out;
+	j = wait_job(w, top.digest);
+	if (!j) {
+		r = err_set(err, -EINVAL, "the manifest %s was not written", top.digest);
+		goto out;
+	}
+	r = read_doc(j, &doc, &doc_len);
+	if (r == 0)
+		r = oci_manifest_parse(doc, doc_len, top.media_type, &m, err);
+	if (r < 0)
+		goto out;
+	/* Stages are never overwritten. */
+	r = tagged(w, have_id, have_digest, err);
+	if (r == 0) {
+		bool same = m.is_index ? strcmp(have_digest, top.digest) == 0
+				       : strcmp(have_id, m.config.digest) == 0;
+		r = same ? 0
+			 : err_set(err, -EEXIST, "%s exists with image %s, not %s", w->stage,
+				   m.is_index ? have_digest : have_id,
+				   m.is_index ? top.digest : m.config.digest);
+		goto out;
+	}
+	if (r != -ENOENT)
+		goto out;
+	if (!m.is_index) {
+		r = put_image(w, w->stage, doc, doc_len, m.media_type, &m, err);
+		goto out;
+	}
+	/* An image index: every child under its digest, then the index under the tag. */
+	for (size_t i = 0; i < m.n; i++) {
+		struct oci_manifest child = {0};
+		char *cdoc = NULL;
+		size_t clen;
+		j = wait_job(w, m.descs[i].digest);
+		r = j ? read_doc(j, &cdoc, &clen) : -EINVAL;
+		if (r == 0)
+			r = oci_manifest_parse(cdoc, clen, m.descs[i].media_type, &child, err);
+		if (r == 0)
+			r = put_image(w, m.descs[i].digest, cdoc, clen, child.media_type, &child, err);
+		oci_manifest_done(&child);
+		free(cdoc);
+		if (r < 0)
+			goto out;
+	}
+	r = registry_put_manifest(w->reg, w->stage, m.media_type, doc, doc_len, got, err);
+out:
+	oci_manifest_done(&m);
+	free(top.media_type);
+	free(ref);
+	free(doc);
+	return r;
+}
+
+static void rw_free(struct stage_writer *sw)
+{
+	struct registry_writer *w = (struct registry_writer *)sw;
+
+	for (size_t i = 0; i < w->njobs; i++) {
+		struct job *j = w->jobs[i];
+		if (j->kind != B_JSON && j->thread)
+			pthread_join(j->thread, NULL);
+		free(j->path);
+		free(j);
+	}
+	free(w->jobs);
+	sem_destroy(&w->slots);
+	pthread_mutex_destroy(&w->lock);
+	free(w);
+}
+
+static const struct stage_writer_ops registry_writer_ops = {
+    .add_blob = rw_add_blob,
+    .commit = rw_commit,
+    .free = rw_free,
+};
+
+int registry_writer_new(struct registry *reg, const char *stage, struct stage_writer **ret,
+			struct sf_err *err)
+{
+	struct registry_writer *w = calloc(1, sizeof(*w));
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (!w)
+		return -ENOMEM;
+	w->base.ops = &registry_writer_ops;
+	w->reg = reg;
+	snprintf(w->stage, sizeof(w->stage), "%s", stage);
+	pthread_mutex_init(&w->lock, NULL);
+	sem_init(&w->slots, 0, cores > 1 ? (unsigned)cores : 2);
+	*ret = &w->base;
+	return 0;
+}

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# A registry mount written: stage folders copied from :local (cp -r, rsync -a, skopeo) become
+# gzip + Docker schema 2 images that `docker pull` gives back with the same image ID; registry to
+# registry keeps every digest; registry to :local loads the image; rm -r deletes exactly that
+# tag; bad input and a read-only credential change nothing.
+set -euo pipefail
+. "$(dirname "$0")/../lib/harness.sh"
+h_init
+h_start_dockerd
+h_start_registry --var REG
+h_start_registry --var REG2
+h_start_registry --token rw:pw --token-readonly ro:pw --var REGT
+
+read -r S1 I1 < <(h_make_stage app --layers 3 --layer-size 200000 --seed 71)
+read -r S2 I2 < <(h_make_stage app --layers 1 --seed 72 --parent "$I1")
+read -r S3 I3 < <(h_make_stage app --layers 2 --seed 73)
+LOCAL=$H_TMP/local
+R=$H_TMP/reg
+R2=$H_TMP/reg2
+h_mount :local "$LOCAL" -o project=app
+h_mount "$REG/group/app/stages" "$R" -o insecure
+h_mount "$REG2/group/app/stages" "$R2" -o insecure
+
+manifest_of() { # HOST/REPO TAG -> manifest JSON
+	h_registry_curl -H "Accept: application/vnd.docker.distribution.manifest.v2+json" \
+		"http://${1%%/*}/v2/${1#*/}/manifests/$2"
+}
+pulled_id() { # REF -> image ID after a fresh pull
+	h_docker rmi -f "$1" >/dev/null 2>&1 || true
+	h_docker pull -q "$1" >/dev/null
+	h_docker image inspect -f '{{.Id}}' "$1"
+}
+
+cp -r "$LOCAL/$S1" "$R/"
+assert_eq "$S1" "$(ls "$R" | xargs)" "listed at once"
+m=$(manifest_of "$REG/group/app/stages" "$S1")
+assert_eq "application/vnd.docker.distribution.manifest.v2+json" "$(jq -r .mediaType <<<"$m")" "schema 2"
+assert_eq "$I1" "$(jq -r .config.digest <<<"$m")" "config digest = image ID"
+assert_eq "application/vnd.docker.image.rootfs.diff.tar.gzip" "$(jq -r '.layers | map(.mediaType) | unique | .[]' <<<"$m")" "gzip layers"
+assert_eq 3 "$(jq '.layers | length' <<<"$m")" "layers"
+assert_eq "$I1" "$(pulled_id "$REG/group/app/stages:$S1")" "docker pull gives the image ID"
+skopeo inspect --tls-verify=false "docker://$REG/group/app/stages:$S1" >/dev/null
+h_pass "cp -r from :local pushes gzip layers under Docker schema 2 with the same image ID"
+
+rsync -a "$LOCAL/$S2" "$R/"
+assert_eq "$I2" "$(jq -r .config.digest <<<"$(manifest_of "$REG/group/app/stages" "$S2")")" "rsync"
+skopeo copy -q --src-daemon-host "$DOCKER_HOST" "docker-daemon:werf-stages-storage/app:$S3" "oci:$R/$S3"
+assert_eq "$I3" "$(jq -r .config.digest <<<"$(manifest_of "$REG/group/app/stages" "$S3")")" "skopeo"
+h_pass "rsync -a and skopeo copy into the registry mount commit the same images"
+
+# Again, all present: every call succeeds, nothing changes.
+before=$(h_registry_tags "$REG/group/app/stages" | xargs)
+cp -rn "$LOCAL/." "$R/"
+cp -r "$LOCAL/$S1" "$R/"
+assert_eq "$before" "$(h_registry_tags "$REG/group/app/stages" | xargs)" "tags unchanged"
+h_pass "copying onto existing stages succeeds and changes nothing"
+
+# Registry to registry keeps every digest.
+cp -r "$R/$S1" "$R2/"
+assert_eq "$(h_registry_curl -I -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "http://$REG/v2/group/app/stages/manifests/$S1" | tr -d '\r' | awk 'tolower($1)=="docker-content-digest:"{print $2}')" \
+	"$(h_registry_curl -I -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "http://$REG2/v2/group/app/stages/manifests/$S1" | tr -d '\r' | awk 'tolower($1)=="docker-content-digest:"{print $2}')" "same manifest digest"
+cmp "$R/$S1/index.json" "$R2/$S1/index.json"
+h_pass "registry to registry keeps every digest"
+
+# Registry to :local: the image is loaded under werf's name.
+rm -r "$LOCAL/$S1"
+assert_eq none "$(h_docker image inspect -f '{{.Id}}' "werf-stages-storage/app:$S1" 2>/dev/null || echo none)" "removed locally"
+cp -r "$R/$S1" "$LOCAL/"
+assert_eq "$I1" "$(h_docker image inspect -f '{{.Id}}' "werf-stages-storage/app:$S1")" "loaded back"
+h_pass "registry to :local loads the identical image"
+
+# rm -r deletes exactly that tag, even when another tag shares the manifest.
+h_docker tag "$REG/group/app/stages:$S1" "$REG/group/app/stages:keep-me" >/dev/null
+h_docker push -q "$REG/group/app/stages:keep-me" >/dev/null
+rm -r "$R/$S3"
+assert_eq "$(printf '%s\n' "$S1" "$S2" keep-me | sort | xargs)" "$(h_registry_tags "$REG/group/app/stages" | xargs)" "only S3 went"
+assert_eq "$(printf '%s\n' "$S1" "$S2" | sort | xargs)" "$(ls "$R" | xargs)" "listing"
+h_pass "rm -r removes exactly one tag"
+
+# Another image under an existing stage name: EEXIST, nothing changes.
+mkdir -p "$H_TMP/other"
+cp -r "$LOCAL/$S2" "$H_TMP/other/$S1"
+jq -c --arg s "$S1" '.manifests[0].annotations["org.opencontainers.image.ref.name"]=$s' \
+	"$LOCAL/$S2/index.json" >"$H_TMP/other/$S1/index.json"
+assert_errno EEXIST cp -r "$H_TMP/other/$S1" "$R/"
+assert_eq "$I1" "$(jq -r .config.digest <<<"$(manifest_of "$REG/group/app/stages" "$S1")")" "not overwritten"
+h_pass "another image onto an existing stage is EEXIST"
+
+# A pull-only credential: EACCES at the commit, no tag.
+h_docker_login "$REGT" ro pw
+RT=$H_TMP/regt
+h_mount "$REGT/app/stages" "$RT"
+assert_errno EACCES cp -r "$LOCAL/$S2" "$RT/"
+assert_eq "" "$(h_registry_tags "$REGT/app/stages" rw:pw | xargs)" "no tag"
+h_pass "a pull-only credential fails the copy with EACCES and leaves no tag"
+
+for m in "$RT" "$R2" "$R" "$LOCAL"; do h_umount "$m"; done
+h_pass "every mount exits 0"
