@@ -659,7 +659,9 @@ static int layout_state(struct pending_stage *ps, char *missing, size_t n, char 
 	int r;
 
 	missing[0] = '\0';
-	r = read_small_at(ps->treefd, "index.json", DOC_CAP, &idx, &idx_len);
+	/* In check mode a checked index.json is kept beside the folder, not in it. */
+	r = read_small_at(ps->existing ? ps->dirfd : ps->treefd, "index.json", DOC_CAP, &idx,
+			  &idx_len);
 	if (r == -ENOENT) {
 		snprintf(missing, n, "no index.json");
 		return 0;
@@ -933,6 +935,14 @@ static int settle(struct pending_stage *ps, const char *rel, int fd, struct sf_e
 			ps_retire(ps);
 		}
 		return r;
+	}
+	if (ps->existing) {
+		/* Checked: the stored file shows again in this folder (the copy's own version is
+		 * kept out of sight, index.json for the check of a manifest still to come). */
+		if (kind == F_INDEX)
+			renameat(ps->treefd, rel, ps->dirfd, "index.json");
+		else
+			unlinkat(ps->treefd, rel, 0);
 	}
 	return try_complete(ps, err);
 }
