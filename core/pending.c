@@ -937,6 +937,14 @@ static int settle(struct pending_stage *ps, const char *rel, int fd, struct sf_e
 		return r;
 	}
 	if (ps->existing) {
+		pthread_mutex_lock(&ps->lock);
+		for (size_t i = 0; i < ps->nwhiteouts; i++)
+			if (strcmp(ps->whiteouts[i], rel) == 0) {
+				free(ps->whiteouts[i]);
+				ps->whiteouts[i] = ps->whiteouts[--ps->nwhiteouts];
+				break;
+			}
+		pthread_mutex_unlock(&ps->lock);
 		/* Checked: the stored file shows again in this folder (the copy's own version is
 		 * kept out of sight, index.json for the check of a manifest still to come). */
 		if (kind == F_INDEX)
