@@ -1,8 +1,10 @@
 #include "buf.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int buf_append(struct buf *b, const void *data, size_t len)
 {
@@ -54,4 +56,35 @@ void buf_done(struct buf *b)
 	free(b->data);
 	b->data = NULL;
 	b->len = b->alloc = 0;
+}
+
+int buf_read_file_at(int dirfd, const char *path, size_t cap, char **ret, size_t *ret_len)
+{
+	struct buf b = BUF_INIT(cap);
+	char chunk[65536];
+	int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC), r = 0;
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	while ((n = read(fd, chunk, sizeof(chunk))) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			break;
+		}
+		r = buf_append(&b, chunk, (size_t)n);
+		if (r < 0)
+			break;
+	}
+	close(fd);
+	if (r < 0) {
+		buf_done(&b);
+		return r;
+	}
+	if (!b.data && buf_append(&b, "", 0) < 0)
+		return -ENOMEM;
+	*ret = buf_steal(&b, ret_len);
+	return *ret ? 0 : -ENOMEM;
 }

@@ -23,3 +23,7 @@ int buf_append_str(struct buf *b, const char *s);
 /* Take ownership of the bytes (NUL-terminated); the buf is left empty. */
 char *buf_steal(struct buf *b, size_t *ret_len);
 void buf_done(struct buf *b);
+
+/* The whole file at path (relative to dirfd, or AT_FDCWD), at most cap bytes: NUL-terminated,
+ * caller frees *ret. -EFBIG when the file is larger than cap; -errno of open/read. */
+int buf_read_file_at(int dirfd, const char *path, size_t cap, char **ret, size_t *ret_len);

@@ -457,34 +457,6 @@ static const struct exported_file *ex_find_digest(const struct export *ex, const
 	return NULL;
 }
 
-static int read_small_file(const char *path, size_t cap, char **ret, size_t *ret_len)
-{
-	struct buf b = BUF_INIT(cap);
-	char chunk[65536];
-	int fd = open(path, O_RDONLY | O_CLOEXEC), r = 0;
-	ssize_t n;
-
-	if (fd < 0)
-		return -errno;
-	while ((n = read(fd, chunk, sizeof(chunk))) != 0) {
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			r = -errno;
-			break;
-		}
-		r = buf_append(&b, chunk, (size_t)n);
-		if (r < 0)
-			break;
-	}
-	close(fd);
-	if (r < 0) {
-		buf_done(&b);
-		return r;
-	}
-	*ret = buf_steal(&b, ret_len);
-	return *ret ? 0 : -ENOMEM;
-}
 
 /* A cached blob's bytes, checked against its digest; -ENOENT when absent or not matching. */
 static int read_blob_file(struct docker_storage *ds, const char *digest, size_t cap, char **ret,
@@ -494,7 +466,7 @@ static int read_blob_file(struct docker_storage *ds, const char *digest, size_t 
 	int r;
 
 	snprintf(path, sizeof(path), "%s/blobs/%s", ds->dir, digest + 7);
-	r = read_small_file(path, cap, ret, ret_len);
+	r = buf_read_file_at(AT_FDCWD, path, cap, ret, ret_len);
 	if (r < 0)
 		return r == -ENOBUFS || r == -EFBIG ? -EFBIG : -ENOENT;
 	if (digest_buffer(*ret, *ret_len, got) < 0 || strcmp(got, digest) != 0) {

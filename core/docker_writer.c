@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "name.h"
 #include "oci.h"
 #include "tar_writer.h"
@@ -65,30 +66,7 @@ static const struct added *find(struct docker_writer *dw, const char *digest)
 
 static int read_doc(const struct added *a, char **ret, size_t *ret_len)
 {
-	FILE *f;
-	char *data;
-	size_t got;
-
-	if (a->size > DOC_CAP)
-		return -EFBIG;
-	f = fopen(a->path, "rbe");
-	if (!f)
-		return -errno;
-	data = malloc(a->size + 1);
-	if (!data) {
-		fclose(f);
-		return -ENOMEM;
-	}
-	got = fread(data, 1, a->size, f);
-	fclose(f);
-	if (got != a->size) {
-		free(data);
-		return -EIO;
-	}
-	data[got] = '\0';
-	*ret = data;
-	*ret_len = got;
-	return 0;
+	return buf_read_file_at(AT_FDCWD, a->path, DOC_CAP, ret, ret_len);
 }
 
 /* The image ID Docker has under the stage's tag: 0 and ret_id, or -ENOENT. */

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "digest.h"
 #include "name.h"
 #include "oci.h"
@@ -136,48 +137,6 @@ static int rm_rf_at(int dirfd, const char *name)
 	return r;
 }
 
-/* Read a whole small file (at most cap bytes); NUL-terminated. */
-static int read_small_at(int dirfd, const char *rel, size_t cap, char **ret, size_t *ret_len)
-{
-	struct stat st;
-	char *data;
-	size_t got = 0;
-	int fd = openat(dirfd, rel, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) < 0) {
-		int r = -errno;
-		close(fd);
-		return r;
-	}
-	if ((uint64_t)st.st_size > cap) {
-		close(fd);
-		return -EFBIG;
-	}
-	data = malloc((size_t)st.st_size + 1);
-	if (!data) {
-		close(fd);
-		return -ENOMEM;
-	}
-	while (got < (size_t)st.st_size) {
-		ssize_t n = pread(fd, data + got, (size_t)st.st_size - got, (off_t)got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			int r = n < 0 ? -errno : -EIO;
-			free(data);
-			close(fd);
-			return r;
-		}
-		got += (size_t)n;
-	}
-	close(fd);
-	data[got] = '\0';
-	*ret = data;
-	*ret_len = got;
-	return 0;
-}
 
 /* sha256 of an open file, from offset 0. */
 static int digest_fd(int fd, char out[DIGEST_LEN])
@@ -593,7 +552,7 @@ static int parse_index(struct pending_stage *ps, const char *data, size_t len,
 /* Bytes of a verified blob: from v/, or (check mode) from the existing layout. -ENOENT. */
 static int blob_bytes(struct pending_stage *ps, const char *digest, char **ret, size_t *ret_len)
 {
-	int r = read_small_at(ps->vfd, digest + 7, DOC_CAP, ret, ret_len);
+	int r = buf_read_file_at(ps->vfd, digest + 7, DOC_CAP, ret, ret_len);
 
 	if (r == -ENOENT && ps->existing) {
 		const struct layout_blob *b = stage_layout_find(ps->existing, digest);
@@ -660,7 +619,7 @@ static int layout_state(struct pending_stage *ps, char *missing, size_t n, char 
 
 	missing[0] = '\0';
 	/* In check mode a checked index.json is kept beside the folder, not in it. */
-	r = read_small_at(ps->existing ? ps->dirfd : ps->treefd, "index.json", DOC_CAP, &idx,
+	r = buf_read_file_at(ps->existing ? ps->dirfd : ps->treefd, "index.json", DOC_CAP, &idx,
 			  &idx_len);
 	if (r == -ENOENT) {
 		snprintf(missing, n, "no index.json");
@@ -854,7 +813,7 @@ static int settle_blob(struct pending_stage *ps, const char *rel, const char *di
 		size_t len;
 		struct oci_manifest m = {0};
 		if ((uint64_t)st.st_size <= DOC_CAP &&
-		    read_small_at(ps->treefd, rel, DOC_CAP, &doc, &len) == 0 && len && doc[0] == '{' &&
+		    buf_read_file_at(ps->treefd, rel, DOC_CAP, &doc, &len) == 0 && len && doc[0] == '{' &&
 		    oci_manifest_parse(doc, len, NULL, &m, NULL) == 0 && !m.is_index) {
 			r = check_existing(ps, rel, NULL, &m, err);
 			if (r < 0) {
@@ -899,7 +858,7 @@ static int settle(struct pending_stage *ps, const char *rel, int fd, struct sf_e
 	switch (kind) {
 	case F_LAYOUT: {
 		json_t *root;
-		r = read_small_at(ps->treefd, rel, 4096, &doc, &len);
+		r = buf_read_file_at(ps->treefd, rel, 4096, &doc, &len);
 		if (r < 0)
 			break;
 		root = json_loadb(doc, len, 0, NULL);
@@ -911,7 +870,7 @@ static int settle(struct pending_stage *ps, const char *rel, int fd, struct sf_e
 		break;
 	}
 	case F_INDEX:
-		r = read_small_at(ps->treefd, rel, DOC_CAP, &doc, &len);
+		r = buf_read_file_at(ps->treefd, rel, DOC_CAP, &doc, &len);
 		if (r == -EFBIG)
 			r = err_set(err, -EINVAL, "index.json is larger than 4 MiB");
 		if (r == 0)

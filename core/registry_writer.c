@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "gzip.h"
+#include "buf.h"
 #include "name.h"
 #include "oci.h"
 
@@ -159,24 +160,7 @@ static struct job *wait_job(struct registry_writer *w, const char *digest)
 
 static int read_doc(const struct job *j, char **ret, size_t *ret_len)
 {
-	FILE *f;
-	char *data;
-
-	if (j->size > DOC_CAP)
-		return -EFBIG;
-	if (!(f = fopen(j->path, "rbe")))
-		return -errno;
-	data = malloc(j->size + 1);
-	if (!data || fread(data, 1, j->size, f) != j->size) {
-		fclose(f);
-		free(data);
-		return data ? -EIO : -ENOMEM;
-	}
-	fclose(f);
-	data[j->size] = '\0';
-	*ret = data;
-	*ret_len = j->size;
-	return 0;
+	return buf_read_file_at(AT_FDCWD, j->path, DOC_CAP, ret, ret_len);
 }
 
 /* What the tag holds now: -ENOENT, or 0 with its image ID (config digest) and digest. */

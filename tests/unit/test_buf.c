@@ -1,5 +1,6 @@
 /* Unit tests of core/buf: the capped, NUL-terminated byte buffer. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -168,10 +169,40 @@ static void test_steal(void **state)
 	buf_done(&b);
 }
 
+/* Whole small files: exact bytes, the cap, an empty file, a missing one. */
+static void test_read_file(void **state)
+{
+	char *dir = tu_mkdtemp(), *path = tu_strdupf("%s/f", dir), *data = NULL;
+	char *big = tu_repeat('x', 70000), *empty = tu_strdupf("%s/e", dir);
+	size_t len = 99;
+
+	tu_write_file(path, big, 70000, 0600);
+	assert_int_equal(buf_read_file_at(AT_FDCWD, path, 70000, &data, &len), 0);
+	assert_int_equal(len, 70000);
+	assert_memory_equal(data, big, 70000);
+	assert_int_equal(data[len], '\0');
+	free(data);
+	data = NULL;
+	assert_int_equal(buf_read_file_at(AT_FDCWD, path, 69999, &data, &len), -EFBIG);
+	assert_null(data);
+	tu_write_file(empty, "", 0, 0600);
+	assert_int_equal(buf_read_file_at(AT_FDCWD, empty, 10, &data, &len), 0);
+	assert_int_equal(len, 0);
+	assert_string_equal(data, "");
+	free(data);
+	assert_int_equal(buf_read_file_at(AT_FDCWD, "/nonexistent/x", 10, &data, &len), -ENOENT);
+	tu_rm_rf(dir);
+	free(dir);
+	free(path);
+	free(empty);
+	free(big);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_append_terminates),
+	    cmocka_unit_test(test_read_file),
 	    cmocka_unit_test(test_append_empty),
 	    cmocka_unit_test(test_growth),
 	    cmocka_unit_test(test_cap_exact),
