@@ -858,6 +858,23 @@ static void cancel_upload(struct registry *r, const char *location)
 		http_response_done(&resp);
 }
 
+/* One step of an upload session (POST or PATCH): 202 and the session's next Location. */
+static int session_step(struct registry *r, struct http_request *req, char **ret_loc,
+			struct sf_err *err)
+{
+	struct http_response resp = {0};
+	int rc = write_request(r, req, ACT_PUSH, &resp, err);
+
+	if (rc < 0)
+		return rc;
+	if (resp.status != 202)
+		rc = status_error(r, req->method, req->url, &resp, err);
+	else
+		rc = upload_location(r, req->url, &resp, ret_loc, err);
+	http_response_done(&resp);
+	return rc;
+}
+
 /* One upload session: POST, then one PUT (small) or PATCH chunks + PUT (large). */
 static int put_blob_once(struct registry *r, const char *digest, int fd, uint64_t off, uint64_t len,
 			 struct sf_err *err)
@@ -871,17 +888,9 @@ static int put_blob_once(struct registry *r, const char *digest, int fd, uint64_
 	if (asprintf(&url, "%s/v2/%s/blobs/uploads/", r->base, r->repo) < 0)
 		return -ENOMEM;
 	req = (struct http_request){.method = "POST", .url = url, .no_redirect = true};
-	rc = write_request(r, &req, ACT_PUSH, &resp, err);
+	rc = session_step(r, &req, &loc, err);
 	if (rc < 0)
 		goto out;
-	if (resp.status != 202) {
-		rc = status_error(r, "POST", url, &resp, err);
-		goto out;
-	}
-	rc = upload_location(r, url, &resp, &loc, err);
-	if (rc < 0)
-		goto out;
-	http_response_done(&resp);
 
 	if (len > REGISTRY_CHUNK) {
 		uint64_t pos = 0;
@@ -900,17 +909,9 @@ static int put_blob_once(struct registry *r, const char *digest, int fd, uint64_
 						    .upload_off = off + pos,
 						    .upload_len = n,
 						    .no_redirect = true};
-			rc = write_request(r, &req, ACT_PUSH, &resp, err);
+			rc = session_step(r, &req, &next, err);
 			if (rc < 0)
 				goto fail;
-			if (resp.status != 202) {
-				rc = status_error(r, "PATCH", loc, &resp, err);
-				goto fail;
-			}
-			rc = upload_location(r, loc, &resp, &next, err);
-			if (rc < 0)
-				goto fail;
-			http_response_done(&resp);
 			free(loc);
 			loc = next;
 			pos += n;
