@@ -46,16 +46,6 @@ h_mount "$REGISTRY/raw/stages" "$H_TMP/raw"
 check_all "$H_TMP/raw"
 h_pass "OCI manifest and index without mediaType, straight from the registry"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-start_proxy() { # UPSTREAM RULES -> sets PROXY
-	local port
-	port=$(free_port)
-	python3 "$H_LIB/rewrite_proxy.py" "$port" "$1" "$2" >"$H_TMP/log/proxy-$port.out" 2>"$H_TMP/log/proxy-$port.log" &
-	h_on_cleanup "kill $! 2>/dev/null || true"
-	h_wait_for 10 grep -q ready "$H_TMP/log/proxy-$port.out"
-	PROXY=127.0.0.1:$port
-	PROXY_LOG=$H_TMP/log/proxy-$port.log
-}
 cat >"$H_TMP/rules.json" <<RULES
 [
  {"path": "^/v2/json/stages/manifests/", "status": 200, "set": [["Content-Type", "application/json"]]},
@@ -67,7 +57,7 @@ cat >"$H_TMP/rules.json" <<RULES
   "set": [["Content-Type", "$MT_OCI; charset=utf-8"]]}
 ]
 RULES
-start_proxy "$REGISTRY" "$H_TMP/rules.json"
+h_start_proxy rewrite_proxy.py "$REGISTRY" "$H_TMP/rules.json"
 h_mount "$PROXY/json/stages" "$H_TMP/json"
 check_all "$H_TMP/json"
 assert_ne 0 "$(grep -c "rewrote GET /v2/json/stages/manifests/" "$PROXY_LOG")" "the proxy rewrote the answers"
@@ -91,7 +81,7 @@ cat >"$H_TMP/auth-rules.json" <<'RULES'
   "set": [["WWW-Authenticate", "Negotiate"], ["WWW-Authenticate", "NTLM"]]}
 ]
 RULES
-start_proxy "$BASIC" "$H_TMP/auth-rules.json"
+h_start_proxy rewrite_proxy.py "$BASIC" "$H_TMP/auth-rules.json"
 cfg=$H_TMP/proxy-config
 mkdir -p "$cfg"
 jq -n --arg p "$PROXY" --arg a "$(printf alice:s3cret | base64)" '{auths: {($p): {auth: $a}}}' >"$cfg/config.json"

@@ -626,6 +626,20 @@ _h_registry_index() { # ADDR -> N
 }
 
 # h_token_server_of ADDR: echo the token server URL of the registry at ADDR (empty if none).
+# h_start_proxy SCRIPT UPSTREAM RULES: a proxy of tests/lib (rewrite_proxy.py, fault_proxy.py)
+# on a free loopback port in front of UPSTREAM (HOST:PORT), with its RULES file; stopped at exit.
+# Sets PROXY (127.0.0.1:PORT) and PROXY_LOG (its stderr).
+h_start_proxy() {
+	local script=$1 upstream=$2 rules=$3 port
+	port=$(_h_free_port)
+	"$H_PYTHON" "$H_LIB/$script" "$port" "$upstream" "$rules" >"$H_TMP/log/proxy-$port.out" \
+		2>"$H_TMP/log/proxy-$port.log" &
+	h_on_cleanup "kill $! 2>/dev/null || true"
+	h_wait_for 10 grep -q ready "$H_TMP/log/proxy-$port.out"
+	PROXY=127.0.0.1:$port
+	PROXY_LOG=$H_TMP/log/proxy-$port.log
+}
+
 h_token_server_of() {
 	local n
 	n=$(_h_registry_index "$1")
@@ -941,6 +955,19 @@ h_mount_log() {
 
 # h_umount MNT: fusermount3 -u MNT (retrying while busy), wait for the daemon and FAIL unless
 # it exits 0.
+# h_kill_mount MNT: kill -9 the stagefs daemon of MNT (a crash on purpose), detach the dead
+# mount and retire its record, so MNT can be mounted again.
+h_kill_mount() {
+	_h_need_init
+	local mnt n
+	mnt=$(realpath -m "$1")
+	n=$(_h_mount_index "$mnt")
+	kill -9 "$(cat "$H_TMP/run/stagefs-$n.pid")"
+	h_wait_for 10 test -s "$H_TMP/run/stagefs-$n.rc"
+	fusermount3 -u -z "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
+	mv "$H_TMP/run/stagefs-$n.mnt" "$H_TMP/run/stagefs-$n.killed"
+}
+
 h_umount() {
 	_h_need_init
 	local mnt n rcf out rc end
