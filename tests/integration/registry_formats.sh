@@ -36,4 +36,14 @@ m1=$(jq -r '.manifests[0].digest' "$M/$ONE/index.json")
 assert_eq "application/vnd.oci.image.manifest.v1+json" "$(jq -r '.manifests[0].mediaType' "$M/$ONE/index.json")" "OCI manifest type"
 assert_eq "$(skopeo inspect --raw --tls-verify=false "docker://$REGISTRY/multi/stages:$ONE" | sha256sum | cut -c1-64)" "${m1#sha256:}" "manifest as pushed"
 h_pass "an OCI manifest is served as pushed"
+
+# Both copied with cp -r into another repository's mount: every digest kept (the index is put
+# after its children, the manifests as they are).
+h_mount "$REGISTRY/copy2/stages" "$H_TMP/mnt2"
+cp -r "$M/$STAGE" "$M/$ONE" "$H_TMP/mnt2/"
+assert_eq "$INDEX" "$(skopeo inspect --raw --tls-verify=false "docker://$REGISTRY/copy2/stages:$STAGE" | sha256sum | sed 's/^/sha256:/; s/ .*//')" "cp -r keeps the index digest"
+assert_eq "$m1" "$(skopeo inspect --raw --tls-verify=false "docker://$REGISTRY/copy2/stages:$ONE" | sha256sum | sed 's/^/sha256:/; s/ .*//')" "cp -r keeps the manifest digest"
+diff <(cd "$M/$STAGE" && find . -type f | sort | xargs sha256sum) <(cd "$H_TMP/mnt2/$STAGE" && find . -type f | sort | xargs sha256sum)
+h_pass "cp -r of an image index and an OCI manifest between registry mounts keeps every digest"
+h_umount "$H_TMP/mnt2"
 h_umount "$M"

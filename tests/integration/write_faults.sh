@@ -60,6 +60,19 @@ cp -r "$SAVE/$S2" "$R/"
 assert_eq "$I2" "$(config_of "$S2")" "the same copy succeeds once the registry is well"
 h_pass "after the failures the same copy commits"
 
+# A registry that refuses Docker schema 2 (Zot answers 415): the same blobs go up under an OCI
+# manifest, with the same config.
+rm -r "$R/$S2"
+rules '[{"method":"PUT","path":"/manifests/","content_type":"docker","action":"status","status":415}]'
+cp -r "$SAVE/$S2" "$R/"
+m=$(h_registry_curl -H "Accept: application/vnd.oci.image.manifest.v1+json" "http://$REG/v2/app/stages/manifests/$S2")
+assert_eq "application/vnd.oci.image.manifest.v1+json" "$(jq -r .mediaType <<<"$m")" "OCI manifest"
+assert_eq "$I2" "$(jq -r .config.digest <<<"$m")" "same config"
+assert_eq "application/vnd.oci.image.layer.v1.tar+gzip" "$(jq -r '.layers | map(.mediaType) | unique | .[]' <<<"$m")" "gzip layers"
+assert_eq 1 "$(grep -c 'PUT .*/manifests/.* -> 415' "$PROXY_LOG")" "one refusal"
+rules '[]'
+h_pass "a registry refusing Docker schema 2 gets the same image under an OCI manifest"
+
 # kill -9 while the commit waits on the manifest: no tag; a new daemon on the same cache dir
 # removes what the dead one left, and the same copy then succeeds.
 # First, connection resets in the middle of every blob upload: EIO, nothing stored.

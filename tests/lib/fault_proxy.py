@@ -12,8 +12,8 @@ RULES is a JSON file, read again on each request, so a test can change it betwee
     "retry_after": "1", "times": 1},
    {"method": "PATCH", "path": "/blobs/uploads/", "action": "reset"}]
 
-The first rule whose method and path (a regular expression searched in the request path)
-match applies; "times" counts down in the file (a rule at 0 no longer applies; without
+The first rule whose method, path (a regular expression searched in the request path) and
+content_type (searched in the request's Content-Type) match applies; "times" counts down in the file (a rule at 0 no longer applies; without
 "times" it always applies). "status" answers with that status and a registry error body;
 "reset" reads half of the request body, then resets the connection; "delay" waits "seconds"
 before passing the request on (to stop a copy at a known point).
@@ -36,12 +36,14 @@ HOP = ("content-length", "connection", "transfer-encoding", "keep-alive")
 LOCK = threading.Lock()
 
 
-def take_rule(method, path):
+def take_rule(method, path, content_type):
     with LOCK:
         with open(RULES) as f:
             rules = json.load(f)
         for r in rules:
             if r.get("method", method) != method or not re.search(r.get("path", ""), path):
+                continue
+            if not re.search(r.get("content_type", ""), content_type):
                 continue
             if "times" in r:
                 if r["times"] <= 0:
@@ -69,7 +71,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def handle_one(self):
         method = self.command
-        r = take_rule(method, self.path)
+        r = take_rule(method, self.path, self.headers.get("Content-Type", ""))
         if r and r["action"] == "reset":
             n = int(self.headers.get("Content-Length") or 0)
             self.rfile.read(n // 2)
