@@ -50,6 +50,19 @@ assert_eq "$I3" "$(jq -r .config.digest <<<"$(manifest_of "$REG/group/app/stages
 assert_eq "$I3" "$(pulled_id "$REG/group/app/stages:$S3")" "docker pull after skopeo"
 h_pass "rsync -a and skopeo copy into the registry mount commit the same images"
 
+# cp -a and tar -x too (each into a fresh repository's mount).
+for tool in cp-a tar; do
+	M=$H_TMP/reg-$tool
+	h_mount "$REG/$tool/stages" "$M" -o insecure
+	case $tool in
+	cp-a) cp -a "$LOCAL/$S1" "$M/" ;;
+	tar) (cd "$LOCAL" && tar -c "$S1") | (cd "$M" && tar -x) ;;
+	esac
+	assert_eq "$I1" "$(jq -r .config.digest <<<"$(manifest_of "$REG/$tool/stages" "$S1")")" "$tool"
+	h_umount "$M"
+	h_pass "$tool into the registry mount commits the same image"
+done
+
 # Again, all present: every call succeeds, nothing changes.
 before=$(h_registry_tags "$REG/group/app/stages" | xargs)
 cp -rn "$LOCAL/." "$R/"
