@@ -294,7 +294,10 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
 	cfg->use_ino = 0;
 	cfg->nullpath_ok = 0;
-	cfg->entry_timeout = 1.0;
+	/* No cached entries: stage folders come and go by commits, drops and removals here and
+	 * in other mounts, and a stale entry would answer for a folder that is gone (EISDIR
+	 * from rm). Lookups are cheap: listings are cached in core. */
+	cfg->entry_timeout = 0;
 	cfg->attr_timeout = 1.0;
 	cfg->negative_timeout = 0;
 	/* An unlinked open file goes at once; no .fuse_hidden renames into pending stages. */

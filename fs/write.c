@@ -101,48 +101,25 @@ static bool list_take(char **v, size_t *n, const char *s)
 	return false;
 }
 
-struct forget_job {
-	struct fuse *fuse;
-	char path[NAME_PROJECT_MAX + NAME_STAGE_MAX + 4];
-};
-
-static void *forget_thread(void *arg)
-{
-	struct forget_job *j = arg;
-
-	fuse_invalidate_path(j->fuse, j->path);
-	free(j);
-	return NULL;
-}
-
-/* Set while an rmdir runs: the kernel holds the parent folder's lock, so an invalidation of an
- * entry in it must wait for the request to end. */
-static __thread bool in_rmdir;
-
+/* The kernel keeps no entries (entry_timeout 0, fs/ops.c), but it keeps attributes for a
+ * second: a stage folder committed, dropped or removed, and its index.json (which another
+ * commit under the same name may change), are refreshed now. Inode invalidation takes no
+ * folder lock, so it is safe from inside any request. */
 void stagefs_forget_stage(void *ud, const char *project, const char *stage)
 {
 	struct stagefs *f = ud;
-	struct forget_job *j;
-	pthread_t t;
+	char path[NAME_PROJECT_MAX + NAME_STAGE_MAX + 16];
+	int n;
 
-	if (!f->fuse || !(j = calloc(1, sizeof(*j))))
+	if (!f->fuse)
 		return;
-	j->fuse = f->fuse;
 	if (f->by_project && !f->project)
-		snprintf(j->path, sizeof(j->path), "/%s/%s", project, stage);
+		n = snprintf(path, sizeof(path), "/%s/%s", project, stage);
 	else
-		snprintf(j->path, sizeof(j->path), "/%s", stage);
-	/* close() and rename() inside the stage hold no lock of its parent: forget before the
-	 * tool's next call sees a folder that is gone. */
-	if (!in_rmdir) {
-		forget_thread(j);
-		return;
-	}
-	if (pthread_create(&t, NULL, forget_thread, j) != 0) {
-		free(j);
-		return;
-	}
-	pthread_detach(t);
+		n = snprintf(path, sizeof(path), "/%s", stage);
+	fuse_invalidate_path(f->fuse, path);
+	snprintf(path + n, sizeof(path) - (size_t)n, "/index.json");
+	fuse_invalidate_path(f->fuse, path);
 }
 
 bool stagefs_made_project(const char *project)
@@ -481,12 +458,8 @@ int stagefs_op_rmdir(const char *path)
 		pthread_mutex_unlock(&f->lock);
 		return 0;
 	}
-	if (!w.rel[0]) {
-		in_rmdir = true;
-		r = remove_stage(path, &w);
-		in_rmdir = false;
-		return r;
-	}
+	if (!w.rel[0])
+		return remove_stage(path, &w);
 	r = stagefs_resolve(path, &n, &err);
 	if (r < 0)
 		return stagefs_fail(path, r, &err);
