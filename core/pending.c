@@ -47,6 +47,12 @@ struct pending_stage {
 	struct sf_err result_err;
 	struct hint *hints;
 	size_t nhints;
+	struct writers {
+		ino_t ino;
+		int n;
+	} *writers; /* writable handles per inode: a hint counts only from a sole writer */
+	size_t nwriters;
+	int opens; /* open handles; a check-mode stage goes with the last */
 	char **whiteouts;
 	size_t nwhiteouts;
 };
@@ -321,6 +327,7 @@ static void ps_free(struct pending_stage *ps)
 	if (ps->dirfd >= 0)
 		close(ps->dirfd);
 	free(ps->hints);
+	free(ps->writers);
 	for (size_t i = 0; i < ps->nwhiteouts; i++)
 		free(ps->whiteouts[i]);
 	free(ps->whiteouts);
@@ -347,8 +354,16 @@ void pending_stage_unref(struct pending_stage *ps)
 static void ps_retire(struct pending_stage *ps)
 {
 	struct pending *p = ps->p;
+	struct stage_writer *w;
 	bool was = false;
 
+	/* A commit under way reads the writer and the files: its thread retires the stage when
+	 * the commit returns. */
+	pthread_mutex_lock(&ps->lock);
+	was = ps->state == PS_COMMITTING;
+	pthread_mutex_unlock(&ps->lock);
+	if (was)
+		return;
 	pthread_mutex_lock(&p->lock);
 	for (size_t i = 0; i < p->n; i++)
 		if (p->v[i] == ps) {
@@ -360,11 +375,13 @@ static void ps_retire(struct pending_stage *ps)
 	pthread_mutex_unlock(&p->lock);
 	if (!was)
 		return;
-	/* The writer may read its blobs until it is freed: free it before the files go. */
+	/* The writer may read its blobs until it is freed: free it (outside the lock: it waits
+	 * for its jobs) before the files go. */
 	pthread_mutex_lock(&ps->lock);
-	stage_writer_free(ps->writer);
+	w = ps->writer;
 	ps->writer = NULL;
 	pthread_mutex_unlock(&ps->lock);
+	stage_writer_free(w);
 	rm_rf_at(p->dirfd, ps->dirname);
 	if (p->retired)
 		p->retired(p->retired_ud, ps->project, ps->stage);
@@ -423,6 +440,13 @@ int pending_stage_start(struct pending *p, const char *project, const char *stag
 		goto fail;
 	}
 	pthread_mutex_lock(&p->lock);
+	for (size_t i = 0; i < p->n; i++)
+		if (strcmp(p->v[i]->stage, ps->stage) == 0 &&
+		    strcmp(p->v[i]->project, ps->project) == 0) {
+			pthread_mutex_unlock(&p->lock);
+			r = -EEXIST; /* another thread started it meanwhile */
+			goto fail;
+		}
 	if (p->n == p->alloc) {
 		size_t na = p->alloc ? 2 * p->alloc : 16;
 		struct pending_stage **nv = realloc(p->v, na * sizeof(*nv));
@@ -781,6 +805,41 @@ fill:
 	pthread_mutex_unlock(&ps->lock);
 }
 
+/* Count a writable handle of ino in (+1) or out (-1); returns how many there are now. A
+ * second writer makes any digest hint of the inode worthless. */
+static int count_writer(struct pending_stage *ps, ino_t ino, int delta)
+{
+	struct writers *w = NULL;
+	int n = 0;
+
+	pthread_mutex_lock(&ps->lock);
+	for (size_t i = 0; i < ps->nwriters && !w; i++)
+		if (ps->writers[i].ino == ino)
+			w = &ps->writers[i];
+	if (!w && delta > 0) {
+		struct writers *nv = realloc(ps->writers, (ps->nwriters + 1) * sizeof(*nv));
+		if (nv) {
+			ps->writers = nv;
+			w = &nv[ps->nwriters++];
+			*w = (struct writers){.ino = ino};
+		}
+	}
+	if (w) {
+		w->n += delta;
+		n = w->n;
+		if (n > 1)
+			for (size_t i = 0; i < ps->nhints; i++)
+				if (ps->hints[i].ino == ino)
+					ps->hints[i] = ps->hints[--ps->nhints];
+		if (n <= 0)
+			*w = ps->writers[--ps->nwriters];
+	} else if (delta > 0) {
+		n = 2; /* no memory to count: never trust a hint */
+	}
+	pthread_mutex_unlock(&ps->lock);
+	return n;
+}
+
 /* Check a blob under its final name: content = name; keep it under v/ for the writer. */
 static int settle_blob(struct pending_stage *ps, const char *rel, const char *digest, int fd,
 		       struct sf_err *err)
@@ -823,8 +882,13 @@ static int settle_blob(struct pending_stage *ps, const char *rel, const char *di
 				return r;
 			}
 		}
+		bool is_doc = doc != NULL && len && doc[0] == '{';
 		oci_manifest_done(&m);
 		free(doc);
+		/* Nothing is committed over an existing stage: keep only what a later check of
+		 * index.json may need (its manifest), not layers. */
+		if (!is_doc)
+			return 0;
 	}
 	pthread_mutex_lock(&ps->lock);
 	if (linkat(ps->treefd, rel, ps->vfd, digest + 7, 0) == 0) {
@@ -832,6 +896,8 @@ static int settle_blob(struct pending_stage *ps, const char *rel, const char *di
 		r = ps->writer && ps->state == PS_OPEN
 			? stage_writer_add_blob(ps->writer, digest, (uint64_t)st.st_size, path, err)
 			: 0;
+		if (r < 0)
+			unlinkat(ps->vfd, digest + 7, 0); /* not handed on: a retry must be */
 	} else {
 		r = errno == EEXIST ? 0 : err_set(err, -errno, "%s: %s", rel, strerror(errno));
 	}
@@ -989,8 +1055,15 @@ static bool dir_empty(int fd)
 
 int pending_rmdir(struct pending_stage *ps, const char *rel)
 {
+	bool committing;
+
 	if (*rel)
 		return sys(unlinkat(ps->treefd, rel, AT_REMOVEDIR));
+	pthread_mutex_lock(&ps->lock);
+	committing = ps->state == PS_COMMITTING;
+	pthread_mutex_unlock(&ps->lock);
+	if (committing)
+		return -EBUSY;
 	if (!dir_empty(ps->treefd))
 		return -ENOTEMPTY;
 	ps_retire(ps);
@@ -1031,6 +1104,56 @@ static int fresh_inode(struct pending_stage *ps, const char *rel, int flags, mod
 	return fd < 0 ? -errno : fd;
 }
 
+/* A file whose inode was handed to the writer (hard-linked under v/) must never change: give
+ * rel a private copy before it is written in place. */
+static int private_copy(struct pending_stage *ps, const char *rel)
+{
+	char tmp[64];
+	struct stat st;
+	int in, out, r = 0;
+	unsigned seq;
+
+	if (fstatat(ps->treefd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISREG(st.st_mode) || st.st_nlink < 2)
+		return 0;
+	pthread_mutex_lock(&ps->p->lock);
+	seq = ++ps->p->seq;
+	pthread_mutex_unlock(&ps->p->lock);
+	snprintf(tmp, sizeof(tmp), "../copy.%u", seq);
+	in = openat(ps->treefd, rel, O_RDONLY | O_CLOEXEC);
+	out = openat(ps->treefd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, st.st_mode & 07777);
+	if (in < 0 || out < 0) {
+		r = -errno;
+		goto out;
+	}
+	for (off_t left = st.st_size; left > 0;) {
+		ssize_t n = copy_file_range(in, NULL, out, NULL, (size_t)left, 0);
+		if (n <= 0) {
+			r = n < 0 ? -errno : -EIO;
+			goto out;
+		}
+		left -= n;
+	}
+	if (renameat(ps->treefd, tmp, ps->treefd, rel) < 0)
+		r = -errno;
+out:
+	if (in >= 0)
+		close(in);
+	if (out >= 0)
+		close(out);
+	if (r < 0)
+		unlinkat(ps->treefd, tmp, 0);
+	return r;
+}
+
+/* True when the open file's inode was handed to the writer meanwhile (see private_copy). */
+static bool handed_on(int fd)
+{
+	struct stat st;
+	return fstat(fd, &st) == 0 && st.st_nlink > 1;
+}
+
 int pending_truncate(struct pending_stage *ps, const char *rel, off_t size)
 {
 	int fd;
@@ -1042,10 +1165,13 @@ int pending_truncate(struct pending_stage *ps, const char *rel, off_t size)
 		close(fd);
 		return 0;
 	}
+	int r = private_copy(ps, rel);
+	if (r < 0)
+		return r;
 	fd = openat(ps->treefd, rel, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	int r = sys(ftruncate(fd, size));
+	r = sys(ftruncate(fd, size));
 	close(fd);
 	return r;
 }
@@ -1087,6 +1213,8 @@ int pending_open(struct pending_stage *ps, const char *rel, int flags, mode_t mo
 		if (fd < 0)
 			return fd;
 	} else {
+		if (writable && (fd = private_copy(ps, rel)) < 0)
+			return fd;
 		fd = openat(ps->treefd, rel, sysflags, (mode & 07777) | 0600);
 		if (fd < 0)
 			return -errno;
@@ -1111,6 +1239,11 @@ int pending_open(struct pending_stage *ps, const char *rel, int flags, mode_t mo
 	pthread_mutex_lock(&ps->p->lock);
 	ps->refs++;
 	pthread_mutex_unlock(&ps->p->lock);
+	pthread_mutex_lock(&ps->lock);
+	ps->opens++;
+	pthread_mutex_unlock(&ps->lock);
+	if (writable)
+		count_writer(ps, st.st_ino, +1);
 	pf->ps = ps;
 	*ret = pf;
 	return 0;
@@ -1128,6 +1261,8 @@ ssize_t pending_file_pwrite(struct pending_file *pf, const void *buf, size_t len
 
 	if (!pf->writable)
 		return -EBADF;
+	if (handed_on(pf->fd))
+		return -EBUSY; /* checked and handed on: write a new file instead */
 	pthread_mutex_lock(&pf->lock);
 	n = pwrite(pf->fd, buf, len, off);
 	if (n < 0) {
@@ -1149,6 +1284,8 @@ int pending_file_truncate(struct pending_file *pf, off_t size)
 {
 	int r;
 
+	if (handed_on(pf->fd))
+		return -EBUSY;
 	pthread_mutex_lock(&pf->lock);
 	r = sys(ftruncate(pf->fd, size));
 	if (r == 0) {
@@ -1187,7 +1324,7 @@ int pending_file_flush(struct pending_file *pf, struct sf_err *err)
 		goto sticky;
 	}
 	/* Written in order from 0 to the end: the digest is known, for a rename later too. */
-	if (pf->seq && pf->next_off == (uint64_t)st.st_size) {
+	if (pf->seq && pf->next_off == (uint64_t)st.st_size && count_writer(ps, st.st_ino, 0) == 1) {
 		digest_final(pf->dg, digest);
 		add_hint(ps, &st, digest);
 	}
@@ -1205,10 +1342,35 @@ sticky:
 	return r;
 }
 
+int pending_file_error(struct pending_file *pf, struct sf_err *err)
+{
+	int r;
+
+	pthread_mutex_lock(&pf->lock);
+	r = pf->sticky;
+	if (r < 0 && err)
+		*err = pf->sticky_err;
+	pthread_mutex_unlock(&pf->lock);
+	return r;
+}
+
 void pending_file_close(struct pending_file *pf)
 {
+	struct pending_stage *ps;
+	bool last;
+
 	if (!pf)
 		return;
+	ps = pf->ps;
+	if (pf->writable)
+		count_writer(ps, pf->ino, -1);
+	pthread_mutex_lock(&ps->lock);
+	last = --ps->opens == 0;
+	pthread_mutex_unlock(&ps->lock);
+	/* A check over an existing stage lasts as long as files are open in it: it keeps nothing
+	 * that a later copy needs (whiteouts of a running rm -r have no open files). */
+	if (last && ps->existing)
+		ps_retire(ps);
 	close(pf->fd);
 	digest_free(pf->dg);
 	pthread_mutex_destroy(&pf->lock);

@@ -111,5 +111,8 @@ int pending_file_fstat(struct pending_file *pf, struct stat *ret);
 /* close(2)'s check point: checks the file under its current name and may commit the stage.
  * Idempotent: a failure is sticky and every later flush reports it again. */
 int pending_file_flush(struct pending_file *pf, struct sf_err *err);
-/* Free the handle (after the last flush). Takes NULL. */
+/* The handle's sticky error (0 if none), without checking anything: for fsync. */
+int pending_file_error(struct pending_file *pf, struct sf_err *err);
+/* Free the handle (after the last flush). Takes NULL. A check-mode stage goes with its last
+ * open file. */
 void pending_file_close(struct pending_file *pf);

@@ -277,9 +277,6 @@ out:
 	free(o.cache_dir);
 	for (size_t i = 0; i < ctx.n_made; i++)
 		free(ctx.made_projects[i]);
-	for (size_t i = 0; i < ctx.n_doomed; i++)
-		free(ctx.doomed[i]);
 	free(ctx.made_projects);
-	free(ctx.doomed);
 	return ret;
 }

@@ -18,11 +18,9 @@ struct stagefs {
 	struct pending *pending; /* stage folders being written */
 	struct fuse *fuse;	 /* for cache invalidations */
 	const char *werf_home;	 /* for werf's switch block (st->switch_block) */
-	pthread_mutex_t lock;	 /* guards the two lists below */
+	pthread_mutex_t lock;	 /* guards made_projects */
 	char **made_projects;	 /* mkdir PROJECT on a by-project storage, until it has stages */
 	size_t n_made;
-	char **doomed; /* "PROJECT/STAGE" whose index.json was unlinked: rmdir removes it */
-	size_t n_doomed;
 	const char *project; /* -o project=P on a by-project storage: P's stages at the root */
 	bool by_project;     /* the tree has a PROJECT level */
 	uid_t uid;

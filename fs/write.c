@@ -309,8 +309,13 @@ int stagefs_op_write(const char *path, const char *buf, size_t size, off_t off,
 	struct pending_file *pf = pf_of(fi);
 	ssize_t n;
 
+	struct where w;
+	int r;
+
 	if (!pf)
 		return -EBADF;
+	if (where_of(path, &w) == 0 && (r = blocked(w.project)) < 0)
+		return r;
 	n = pending_file_pwrite(pf, buf, size, off);
 	return (int)n;
 }
@@ -321,15 +326,23 @@ int stagefs_op_flush(const char *path, struct fuse_file_info *fi)
 	struct sf_err err = {0};
 	int r;
 
+	struct where w;
+
 	if (!pf)
 		return 0;
+	/* The close that would commit is a change too (DESIGN.md section 5). */
+	if (where_of(path, &w) == 0 && (r = blocked(w.project)) < 0)
+		return r;
 	r = pending_file_flush(pf, &err);
 	return r < 0 ? stagefs_fail(path, r, &err) : 0;
 }
 
+/* Reports what an earlier check found; the check itself waits for close(), when the file is
+ * whole (an fsync of a blob being written is not the end of it). */
 int stagefs_op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
-	return stagefs_op_flush(path, fi);
+	struct pending_file *pf = pf_of(fi);
+	return pf ? pending_file_error(pf, NULL) : 0;
 }
 
 int stagefs_op_rename(const char *from, const char *to, unsigned int flags)
@@ -355,7 +368,6 @@ int stagefs_op_rename(const char *from, const char *to, unsigned int flags)
 
 int stagefs_op_unlink(const char *path)
 {
-	struct stagefs *f = stagefs_ctx();
 	struct sf_err err = {0};
 	struct where w;
 	struct node n;
@@ -383,15 +395,6 @@ int stagefs_op_unlink(const char *path)
 	} else {
 		r = -EISDIR;
 	}
-	if (r == 0 && strcmp(w.rel, "index.json") == 0 &&
-	    (n.kind != N_PENDING || pending_stage_checks_existing(n.ps))) {
-		/* rm -r of a committed stage: its rmdir will remove it. Files alone never change. */
-		char key[NAME_PROJECT_MAX + NAME_STAGE_MAX + 2];
-		snprintf(key, sizeof(key), "%s/%s", w.project, w.stage);
-		pthread_mutex_lock(&f->lock);
-		r = list_add(&f->doomed, &f->n_doomed, key);
-		pthread_mutex_unlock(&f->lock);
-	}
 	stagefs_node_done(&n);
 	return r;
 }
@@ -399,10 +402,8 @@ int stagefs_op_unlink(const char *path)
 static int remove_stage(const char *path, const struct where *w)
 {
 	struct stagefs *f = stagefs_ctx();
-	char key[NAME_PROJECT_MAX + NAME_STAGE_MAX + 2];
 	struct sf_err err = {0};
 	struct pending_stage *ps;
-	bool doomed;
 	int r;
 
 	ps = pending_stage_find(f->pending, w->project, w->stage);
@@ -411,16 +412,13 @@ static int remove_stage(const char *path, const struct where *w)
 		pending_stage_unref(ps);
 		return r;
 	}
-	snprintf(key, sizeof(key), "%s/%s", w->project, w->stage);
-	pthread_mutex_lock(&f->lock);
-	doomed = list_take(f->doomed, &f->n_doomed, key);
-	pthread_mutex_unlock(&f->lock);
-	if (!doomed) {
+	/* rm -r unlinked the stage's files first (they look gone: whiteouts); an rmdir alone of
+	 * a stage folder that still shows its index.json is ENOTEMPTY, as anywhere. */
+	if (!ps || !pending_is_whiteout(ps, "index.json")) {
 		pending_stage_unref(ps);
-		return -ENOTEMPTY; /* rmdir alone; rm -r unlinks index.json first */
+		return -ENOTEMPTY;
 	}
-	if (ps)
-		pending_stage_drop(ps);
+	pending_stage_drop(ps);
 	pending_stage_unref(ps);
 	r = storage_remove(f->st, w->project, w->stage, &err);
 	stagefs_forget_stage(f, w->project, w->stage);

@@ -106,7 +106,22 @@ assert_errno EROFS rm -r "$MNT/alpha/$S1"
 assert_eq EROFS "$(h_errno 'os.rename(sys.argv[1], sys.argv[2])' "$MNT/alpha/$S1/index.json" "$MNT/alpha/$S1/x")" "rename"
 assert_eq "$I1" "$(image_id "alpha:$S1")" "still there"
 cmp "$SAVE/$S1/index.json" "$MNT/alpha/$S1/index.json"
+# A copy under way when the block appears: the close that would commit is refused too.
 : >"$WERF_HOME/service/stages_switch_from_local_block/alpha"
+rm -r "$MNT/alpha/$S1"
+assert_eq EROFS "$(h_errno '
+src, dst, block = sys.argv[1:4]
+import shutil
+os.mkdir(dst)
+shutil.copytree(src + "/blobs", dst + "/blobs")
+fd = os.open(dst + "/index.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+os.write(fd, open(src + "/index.json", "rb").read())
+open(block, "w").write("registry.example.com/alpha/stages\n")
+os.close(fd)' "$SAVE/$S1" "$MNT/alpha/$S1" "$WERF_HOME/service/stages_switch_from_local_block/alpha")" "close after the block appeared"
+assert_eq none "$(image_id "alpha:$S1")" "nothing loaded"
+: >"$WERF_HOME/service/stages_switch_from_local_block/alpha"
+rm -rf "$MNT/alpha/$S1"
+cp -r "$SAVE/$S1" "$MNT/alpha/"
 rm -r "$MNT/alpha/$S1"
 assert_eq none "$(image_id "alpha:$S1")" "an empty block file is no block"
 h_pass "werf's switch block makes the project read-only in a running mount"

@@ -29,6 +29,8 @@ struct fake_writer {
 	char *index;
 	int commit_result;
 	int *freed;
+	struct pending_stage *rmdir_during_commit; /* rmdir "" of it while committing */
+	int rmdir_result;
 };
 
 static int fw_add(struct stage_writer *w, const char *digest, uint64_t size, const char *path,
@@ -52,6 +54,8 @@ static int fw_commit(struct stage_writer *w, const char *index_json, size_t len,
 	struct fake_writer *f = (struct fake_writer *)w;
 
 	f->commits++;
+	if (f->rmdir_during_commit)
+		f->rmdir_result = pending_rmdir(f->rmdir_during_commit, "");
 	free(f->index);
 	f->index = strndup(index_json, len);
 	if (f->commit_result < 0)
@@ -332,6 +336,7 @@ static void test_check_mode(void **state)
 	struct image *im = &fx->im, other;
 	struct stage_layout *existing = stage_layout_new();
 	struct pending_stage *ps;
+	struct pending_file *keep;
 	char *m, *om;
 
 	existing->index_json = tu_strdup(im->index);
@@ -341,6 +346,8 @@ static void test_check_mode(void **state)
 	stage_layout_seal(existing);
 	assert_int_equal(pending_stage_start(fx->p, "p2", STAGE, NULL, existing, &ps, NULL), 0);
 	stage_layout_unref(existing);
+	/* A check lasts while files are open in it: keep one open for the whole sequence. */
+	assert_int_equal(pending_open(ps, "keep", O_WRONLY | O_CREAT, 0644, &keep), 0);
 
 	/* index.json of the same image; its manifest known from the existing layout. */
 	assert_int_equal(put(ps, "index.json", im->index, im->index_len), 0);
@@ -354,6 +361,18 @@ static void test_check_mode(void **state)
 	assert_int_equal(put(ps, ".idx", other.index, other.index_len), 0);
 	assert_int_equal(pending_rename(ps, ".idx", "index.json", 0, NULL), 0);
 	assert_int_equal(put(ps, om, other.manifest, other.manifest_len), -EEXIST);
+	/* Layers are checked, not kept: nothing of them stays under the stage's folders. */
+	char *l = blob_rel(im->layer_d);
+	assert_int_equal(put(ps, l, im->layer, im->layer_len), 0);
+	struct stat st;
+	assert_int_equal(pending_stat(ps, l, &st), -ENOENT);
+	free(l);
+	/* The last close ends the check. */
+	struct pending_stage *still = pending_stage_find(fx->p, "p2", STAGE);
+	assert_ptr_equal(still, ps);
+	pending_stage_unref(still);
+	pending_file_close(keep);
+	assert_null(pending_stage_find(fx->p, "p2", STAGE));
 	pending_stage_unref(ps);
 	free(m);
 	free(om);
@@ -376,6 +395,56 @@ static void test_truncating_a_verified_blob_keeps_the_writers_copy(void **state)
 	pending_file_close(pf);
 	assert_int_equal(put(fx->ps, l, im->layer, im->layer_len), 0);
 	assert_int_equal(fx->w->adds, 1); /* already handed on */
+	free(l);
+}
+
+/* rm -r while the commit runs: the writer and its files stay until the commit returns. */
+static void test_rmdir_during_commit_is_busy(void **state)
+{
+	struct fixture *fx = *state;
+	struct image *im = &fx->im;
+	char *c = blob_rel(im->config_d), *l = blob_rel(im->layer_d), *m = blob_rel(im->manifest_d);
+
+	fx->w->rmdir_during_commit = fx->ps;
+	mkdirs(fx->ps);
+	assert_int_equal(put(fx->ps, l, im->layer, im->layer_len), 0);
+	assert_int_equal(put(fx->ps, c, im->config, im->config_len), 0);
+	assert_int_equal(put(fx->ps, m, im->manifest, im->manifest_len), 0);
+	assert_int_equal(put(fx->ps, "index.json", im->index, im->index_len), 0);
+	assert_int_equal(fx->w->rmdir_result, -EBUSY);
+	assert_int_equal(fx->w->commits, 1);
+	assert_int_equal(fx->freed, 1); /* freed once, after the commit */
+	free(c);
+	free(l);
+	free(m);
+}
+
+/* A blob handed to the writer is never changed in place: an open without O_TRUNC gets a
+ * private copy, and the writer's file keeps its digest. */
+static void test_handed_on_blob_is_copied_before_a_write(void **state)
+{
+	struct fixture *fx = *state;
+	struct image *im = &fx->im;
+	char *l = blob_rel(im->layer_d), *v, have[DIGEST_LEN];
+	struct pending_file *pf;
+
+	mkdirs(fx->ps);
+	assert_int_equal(put(fx->ps, l, im->layer, im->layer_len), 0);
+	assert_int_equal(pending_open(fx->ps, l, O_WRONLY, 0, &pf), 0);
+	assert_int_equal(pending_file_pwrite(pf, "XX", 2, 10), 2);
+	assert_int_equal(pending_file_flush(pf, NULL), -EBADMSG);
+	pending_file_close(pf);
+	v = tu_strdupf("%s/pending", fx->dir);
+	char *cmd = tu_strdupf("sha256sum %s/D.*/s.*/v/%s | cut -c1-64 > %s/sum", v, im->layer_d + 7, fx->dir);
+	assert_int_equal(system(cmd), 0);
+	char *sum = tu_strdupf("%s/sum", fx->dir);
+	char *got = tu_read_file(sum, NULL);
+	snprintf(have, sizeof(have), "sha256:%.64s", got);
+	assert_string_equal(have, im->layer_d);
+	free(got);
+	free(sum);
+	free(cmd);
+	free(v);
 	free(l);
 }
 
@@ -437,6 +506,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_truncating_a_verified_blob_keeps_the_writers_copy,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rmdir_drops_an_empty_stage, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rmdir_during_commit_is_busy, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_handed_on_blob_is_copied_before_a_write, setup,
+					    teardown),
 	    cmocka_unit_test(test_stale_directories_are_swept),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
