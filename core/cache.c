@@ -146,6 +146,7 @@ static int cs_describe(struct storage *st, const char *project, const char *stag
 	char key[sizeof(((struct described *)0)->key)];
 	struct stage_layout *l = NULL;
 	struct described *d;
+	uint64_t gen;
 	unsigned h;
 	int r;
 
@@ -158,6 +159,7 @@ static int cs_describe(struct storage *st, const char *project, const char *stag
 			pthread_mutex_unlock(&c->lock);
 			return 0;
 		}
+	gen = c->generation;
 	pthread_mutex_unlock(&c->lock);
 
 	r = storage_describe(c->inner, project, stage, &l, err);
@@ -171,7 +173,9 @@ static int cs_describe(struct storage *st, const char *project, const char *stag
 	for (d = c->buckets[h]; d; d = d->next)
 		if (strcmp(d->key, key) == 0)
 			break; /* another thread described it meanwhile */
-	if (!d) {
+	/* A commit or removal meanwhile may have made this answer stale: use it once, keep it
+	 * not. */
+	if (!d && gen == c->generation) {
 		d = calloc(1, sizeof(*d));
 		if (d) {
 			memcpy(d->key, key, sizeof(key));

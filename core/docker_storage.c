@@ -334,11 +334,14 @@ static int ex_data(void *ud, const void *data, size_t len)
 
 static enum blob_kind sniff(const unsigned char *head, size_t len)
 {
-	if (len >= 2 && head[0] == 0x1f && head[1] == 0x8b)
+	switch (oci_blob_format(head, len)) {
+	case OCI_BLOB_GZIP:
 		return KIND_GZIP;
-	if (len >= 4 && head[0] == 0x28 && head[1] == 0xb5 && head[2] == 0x2f && head[3] == 0xfd)
+	case OCI_BLOB_ZSTD:
 		return KIND_ZSTD;
-	return KIND_TAR;
+	default:
+		return KIND_TAR; /* a layer: JSON-looking bytes are a tar of a file named "{..." */
+	}
 }
 
 static int ex_end(void *ud)

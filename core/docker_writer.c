@@ -15,7 +15,6 @@
 #include "tar_writer.h"
 #include "werf.h"
 
-#define DOC_CAP (4 * 1024 * 1024)
 
 struct added {
 	char digest[DIGEST_LEN];
@@ -66,7 +65,7 @@ static const struct added *find(struct docker_writer *dw, const char *digest)
 
 static int read_doc(const struct added *a, char **ret, size_t *ret_len)
 {
-	return buf_read_file_at(AT_FDCWD, a->path, DOC_CAP, ret, ret_len);
+	return buf_read_file_at(AT_FDCWD, a->path, OCI_DOC_CAP, ret, ret_len);
 }
 
 /* The image ID Docker has under the stage's tag: 0 and ret_id, or -ENOENT. */
@@ -107,19 +106,6 @@ static int save_manifest(struct docker_writer *dw, const struct oci_manifest *m,
 	return 0;
 }
 
-static bool is_zstd(const struct added *a)
-{
-	unsigned char magic[4];
-	int fd = open(a->path, O_RDONLY | O_CLOEXEC);
-	bool z = false;
-
-	if (fd >= 0) {
-		z = pread(fd, magic, 4, 0) == 4 && magic[0] == 0x28 && magic[1] == 0xb5 &&
-		    magic[2] == 0x2f && magic[3] == 0xfd;
-		close(fd);
-	}
-	return z;
-}
 
 static int dw_commit(struct stage_writer *w, const char *index_json, size_t index_len,
 		     struct sf_err *err)
@@ -201,7 +187,7 @@ static int dw_commit(struct stage_writer *w, const char *index_json, size_t inde
 			r = err_set(err, -EINVAL, "the layer %s was not written", m.descs[i].digest);
 			break;
 		}
-		if (is_zstd(a)) {
+		if (oci_blob_format_file(a->path) == OCI_BLOB_ZSTD) {
 			r = err_set(err, -EINVAL,
 				    "layer %s is zstd-compressed: Docker before 23 cannot load it",
 				    a->digest);
@@ -216,9 +202,14 @@ static int dw_commit(struct stage_writer *w, const char *index_json, size_t inde
 	if (r < 0)
 		goto out;
 	r = tagged_id(dw, have, err);
-	if (r == 0 && strcmp(have, m.config.digest) != 0)
-		r = err_set(err, -EIO, "Docker loaded %s as image %s, not %s", dw->ref, have,
-			    m.config.digest);
+	if (r == 0 && strcmp(have, m.config.digest) != 0) {
+		/* Not the image that was checked (or an engine whose image IDs are not config
+		 * digests, the containerd store): take the tag back, the storage stays as it was. */
+		docker_remove_image(dw->d, dw->ref, NULL, NULL);
+		r = err_set(err, -EIO,
+			    "Docker loaded %s as image %s, not %s (the tag was removed again)",
+			    dw->ref, have, m.config.digest);
+	}
 out:
 	pthread_mutex_unlock(&dw->lock);
 	docker_load_result_done(&res);

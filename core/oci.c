@@ -1,6 +1,8 @@
 #include "oci.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -311,4 +313,30 @@ int oci_manifest_json(const char *media_type, const struct oci_desc *config,
 	if (!root)
 		return -EINVAL;
 	return dump_stable(root, ret, ret_len);
+}
+
+enum oci_blob_format oci_blob_format(const void *head, size_t len)
+{
+	const unsigned char *b = head;
+
+	if (len >= 2 && b[0] == 0x1f && b[1] == 0x8b)
+		return OCI_BLOB_GZIP;
+	if (len >= 4 && b[0] == 0x28 && b[1] == 0xb5 && b[2] == 0x2f && b[3] == 0xfd)
+		return OCI_BLOB_ZSTD;
+	if (len >= 262 && memcmp(b + 257, "ustar", 5) == 0)
+		return OCI_BLOB_TAR;
+	if (len >= 1 && b[0] == '{')
+		return OCI_BLOB_JSON;
+	return OCI_BLOB_TAR;
+}
+
+enum oci_blob_format oci_blob_format_file(const char *path)
+{
+	unsigned char head[512];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? pread(fd, head, sizeof(head), 0) : -1;
+
+	if (fd >= 0)
+		close(fd);
+	return oci_blob_format(head, n > 0 ? (size_t)n : 0);
 }

@@ -31,6 +31,19 @@
 #define OCI_LAYOUT_FILE "{\"imageLayoutVersion\":\"1.0.0\"}"
 #define OCI_REF_NAME "org.opencontainers.image.ref.name"
 
+/* Cap of a document read from disk on the write path (index.json, manifests, configs): the
+ * registry client's manifest cap. */
+#define OCI_DOC_CAP (4 * 1024 * 1024)
+
+enum oci_blob_format { OCI_BLOB_TAR, OCI_BLOB_GZIP, OCI_BLOB_ZSTD, OCI_BLOB_JSON };
+
+/* What a blob's first bytes (head, len of them; 512 or more wanted) say it is: gzip or zstd by
+ * their magic, tar by "ustar" at offset 257, JSON by a leading '{'; anything else (an empty or
+ * old-style tar) is taken as tar. Pure, thread-safe. */
+enum oci_blob_format oci_blob_format(const void *head, size_t len);
+/* The same for a file's first bytes; a file that cannot be read is taken as tar. */
+enum oci_blob_format oci_blob_format_file(const char *path);
+
 struct oci_desc {
 	char *media_type;
 	char digest[DIGEST_LEN];

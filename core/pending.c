@@ -18,7 +18,6 @@
 #include "name.h"
 #include "oci.h"
 
-#define DOC_CAP (4 * 1024 * 1024) /* index.json and manifests, as the registry client caps them */
 #define REL_MAX 1024
 
 struct hint {
@@ -576,7 +575,7 @@ static int parse_index(struct pending_stage *ps, const char *data, size_t len,
 /* Bytes of a verified blob: from v/, or (check mode) from the existing layout. -ENOENT. */
 static int blob_bytes(struct pending_stage *ps, const char *digest, char **ret, size_t *ret_len)
 {
-	int r = buf_read_file_at(ps->vfd, digest + 7, DOC_CAP, ret, ret_len);
+	int r = buf_read_file_at(ps->vfd, digest + 7, OCI_DOC_CAP, ret, ret_len);
 
 	if (r == -ENOENT && ps->existing) {
 		const struct layout_blob *b = stage_layout_find(ps->existing, digest);
@@ -643,7 +642,7 @@ static int layout_state(struct pending_stage *ps, char *missing, size_t n, char 
 
 	missing[0] = '\0';
 	/* In check mode a checked index.json is kept beside the folder, not in it. */
-	r = buf_read_file_at(ps->existing ? ps->dirfd : ps->treefd, "index.json", DOC_CAP, &idx,
+	r = buf_read_file_at(ps->existing ? ps->dirfd : ps->treefd, "index.json", OCI_DOC_CAP, &idx,
 			  &idx_len);
 	if (r == -ENOENT) {
 		snprintf(missing, n, "no index.json");
@@ -871,8 +870,8 @@ static int settle_blob(struct pending_stage *ps, const char *rel, const char *di
 		char *doc = NULL;
 		size_t len;
 		struct oci_manifest m = {0};
-		if ((uint64_t)st.st_size <= DOC_CAP &&
-		    buf_read_file_at(ps->treefd, rel, DOC_CAP, &doc, &len) == 0 && len && doc[0] == '{' &&
+		if ((uint64_t)st.st_size <= OCI_DOC_CAP &&
+		    buf_read_file_at(ps->treefd, rel, OCI_DOC_CAP, &doc, &len) == 0 && len && doc[0] == '{' &&
 		    oci_manifest_parse(doc, len, NULL, &m, NULL) == 0 && !m.is_index) {
 			r = check_existing(ps, rel, NULL, &m, err);
 			if (r < 0) {
@@ -936,7 +935,7 @@ static int settle(struct pending_stage *ps, const char *rel, int fd, struct sf_e
 		break;
 	}
 	case F_INDEX:
-		r = buf_read_file_at(ps->treefd, rel, DOC_CAP, &doc, &len);
+		r = buf_read_file_at(ps->treefd, rel, OCI_DOC_CAP, &doc, &len);
 		if (r == -EFBIG)
 			r = err_set(err, -EINVAL, "index.json is larger than 4 MiB");
 		if (r == 0)

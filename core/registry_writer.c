@@ -14,9 +14,7 @@
 #include "name.h"
 #include "oci.h"
 
-#define DOC_CAP (4 * 1024 * 1024)
 
-enum blob_kind { B_JSON, B_GZIP, B_ZSTD, B_TAR };
 
 struct job {
 	struct registry_writer *w;
@@ -24,7 +22,7 @@ struct job {
 	char digest[DIGEST_LEN];
 	uint64_t size;
 	char *path;
-	enum blob_kind kind;
+	enum oci_blob_format kind;
 	/* What went up: the blob itself, or its gzip-compressed form. */
 	char up_digest[DIGEST_LEN];
 	uint64_t up_size;
@@ -40,24 +38,9 @@ struct registry_writer {
 	struct job **jobs;
 	size_t njobs;
 	sem_t slots; /* compressions and uploads running at once */
+	bool aborting; /* freed without a commit, or after a failed one: jobs not begun skip */
 };
 
-static enum blob_kind sniff(const char *path)
-{
-	unsigned char b[4] = {0};
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd >= 0 ? pread(fd, b, 4, 0) : -1;
-
-	if (fd >= 0)
-		close(fd);
-	if (n >= 2 && b[0] == 0x1f && b[1] == 0x8b)
-		return B_GZIP;
-	if (n == 4 && b[0] == 0x28 && b[1] == 0xb5 && b[2] == 0x2f && b[3] == 0xfd)
-		return B_ZSTD;
-	if (n >= 1 && b[0] == '{')
-		return B_JSON;
-	return B_TAR;
-}
 
 /* Upload the file at path as blob digest unless the repository has it. */
 static int upload(struct registry *reg, const char *digest, const char *path, uint64_t size,
@@ -78,22 +61,30 @@ static int upload(struct registry *reg, const char *digest, const char *path, ui
 static void *job_run(void *arg)
 {
 	struct job *j = arg;
-	char gz[4096];
+	char gz[4096], in_digest[DIGEST_LEN];
 	int in = -1, out = -1;
 
 	sem_wait(&j->w->slots);
 	memcpy(j->up_digest, j->digest, DIGEST_LEN);
 	j->up_size = j->size;
-	if (j->kind == B_GZIP || j->kind == B_ZSTD) {
+	if (__atomic_load_n(&j->w->aborting, __ATOMIC_ACQUIRE)) {
+		j->result = err_set(&j->err, -ECANCELED, "the stage's commit was given up");
+	} else if (j->kind == OCI_BLOB_GZIP || j->kind == OCI_BLOB_ZSTD) {
 		j->result = upload(j->w->reg, j->digest, j->path, j->size, &j->err);
-	} else if (j->kind == B_TAR) {
+	} else if (j->kind == OCI_BLOB_TAR) {
 		snprintf(gz, sizeof(gz), "%s.gz", j->path);
 		in = open(j->path, O_RDONLY | O_CLOEXEC);
 		out = open(gz, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 		if (in < 0 || out < 0)
 			j->result = err_set(&j->err, -errno, "%s: %s", gz, strerror(errno));
 		else
-			j->result = gzip_file(in, out, j->up_digest, &j->up_size, NULL, &j->err);
+			j->result = gzip_file(in, out, j->up_digest, &j->up_size, in_digest, &j->err);
+		/* What went in must still be the blob that was checked. */
+		if (j->result == 0 && strcmp(in_digest, j->digest) != 0)
+			j->result = err_set(&j->err, -EBADMSG, "changed since it was checked (%s)",
+					    in_digest);
+		if (j->result == 0 && __atomic_load_n(&j->w->aborting, __ATOMIC_ACQUIRE))
+			j->result = err_set(&j->err, -ECANCELED, "the stage's commit was given up");
 		if (in >= 0)
 			close(in);
 		if (out >= 0 && close(out) < 0 && j->result == 0)
@@ -120,7 +111,7 @@ static int rw_add_blob(struct stage_writer *sw, const char *digest, uint64_t siz
 	j->w = w;
 	memcpy(j->digest, digest, DIGEST_LEN);
 	j->size = size;
-	j->kind = sniff(path);
+	j->kind = oci_blob_format_file(path);
 	pthread_mutex_lock(&w->lock);
 	nv = realloc(w->jobs, (w->njobs + 1) * sizeof(*nv));
 	if (!nv) {
@@ -130,7 +121,7 @@ static int rw_add_blob(struct stage_writer *sw, const char *digest, uint64_t siz
 		return -ENOMEM;
 	}
 	w->jobs = nv;
-	if (j->kind != B_JSON && pthread_create(&j->thread, NULL, job_run, j) != 0) {
+	if (j->kind != OCI_BLOB_JSON && pthread_create(&j->thread, NULL, job_run, j) != 0) {
 		pthread_mutex_unlock(&w->lock);
 		free(j->path);
 		free(j);
@@ -151,7 +142,7 @@ static struct job *wait_job(struct registry_writer *w, const char *digest)
 		if (strcmp(w->jobs[i]->digest, digest) == 0)
 			j = w->jobs[i];
 	pthread_mutex_unlock(&w->lock);
-	if (j && j->kind != B_JSON && j->thread) {
+	if (j && j->kind != OCI_BLOB_JSON && j->thread) {
 		pthread_join(j->thread, NULL);
 		j->thread = 0;
 	}
@@ -160,7 +151,7 @@ static struct job *wait_job(struct registry_writer *w, const char *digest)
 
 static int read_doc(const struct job *j, char **ret, size_t *ret_len)
 {
-	return buf_read_file_at(AT_FDCWD, j->path, DOC_CAP, ret, ret_len);
+	return buf_read_file_at(AT_FDCWD, j->path, OCI_DOC_CAP, ret, ret_len);
 }
 
 /* What the tag holds now: -ENOENT, or 0 with its image ID (config digest) and digest. */
@@ -215,13 +206,21 @@ static int put_image(struct registry_writer *w, const char *ref, const char *doc
 			r = j->result;
 			goto out;
 		}
-		rewrite |= j->kind == B_TAR;
-		zstd |= j->kind == B_ZSTD;
+		rewrite |= j->kind == OCI_BLOB_TAR;
+		zstd |= j->kind == OCI_BLOB_ZSTD;
 		memcpy(layers[i].digest, j->up_digest, DIGEST_LEN);
 		layers[i].size = j->up_size;
 	}
 	if (!rewrite) {
 		r = registry_put_manifest(w->reg, ref, media_type, doc, len, got, err);
+		goto out;
+	}
+	if (strncmp(ref, "sha256:", 7) == 0) {
+		/* A child of an image index is named by its digest: it cannot be rewritten. */
+		r = err_set(err, -EINVAL,
+			    "image %s of the index has uncompressed layers: an index is copied "
+			    "only as it is",
+			    ref);
 		goto out;
 	}
 	/* As `docker push` makes it: Docker schema 2, gzip layers, the config as it is. */
@@ -230,8 +229,8 @@ static int put_image(struct registry_writer *w, const char *ref, const char *doc
 	for (int oci = zstd; oci < 2; oci++) {
 		cfg.media_type = oci ? MT_OCI_CONFIG : MT_DOCKER_CONFIG;
 		for (size_t i = 0; i < m->n; i++) {
-			enum blob_kind k = wait_job(w, m->descs[i].digest)->kind;
-			layers[i].media_type = k == B_ZSTD ? "application/vnd.oci.image.layer.v1.tar+zstd"
+			enum oci_blob_format k = wait_job(w, m->descs[i].digest)->kind;
+			layers[i].media_type = k == OCI_BLOB_ZSTD ? "application/vnd.oci.image.layer.v1.tar+zstd"
 				: oci ? MT_OCI_LAYER_GZIP
 				      : MT_DOCKER_LAYER_GZIP;
 		}
@@ -322,9 +321,10 @@ static void rw_free(struct stage_writer *sw)
 {
 	struct registry_writer *w = (struct registry_writer *)sw;
 
+	__atomic_store_n(&w->aborting, true, __ATOMIC_RELEASE);
 	for (size_t i = 0; i < w->njobs; i++) {
 		struct job *j = w->jobs[i];
-		if (j->kind != B_JSON && j->thread)
+		if (j->kind != OCI_BLOB_JSON && j->thread)
 			pthread_join(j->thread, NULL);
 		free(j->path);
 		free(j);

@@ -511,10 +511,25 @@ static void test_index_files(void **state)
 	tu_assert_all_passed();
 }
 
+/* Blob formats by their first bytes, including a tar whose first file is named "{...}". */
+static void test_blob_format(void **state)
+{
+	unsigned char tar[512] = "{not-json}";
+	memcpy(tar + 257, "ustar", 5);
+	assert_int_equal(oci_blob_format("\x1f\x8b\x08", 3), OCI_BLOB_GZIP);
+	assert_int_equal(oci_blob_format("\x28\xb5\x2f\xfd", 4), OCI_BLOB_ZSTD);
+	assert_int_equal(oci_blob_format("\x28\xb5\x2f", 3), OCI_BLOB_TAR);
+	assert_int_equal(oci_blob_format(tar, sizeof(tar)), OCI_BLOB_TAR);
+	assert_int_equal(oci_blob_format("{\"a\":1}", 7), OCI_BLOB_JSON);
+	assert_int_equal(oci_blob_format("", 0), OCI_BLOB_TAR);
+	assert_int_equal(oci_blob_format_file("/nonexistent"), OCI_BLOB_TAR);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_manifest_files),
+	    cmocka_unit_test(test_blob_format),
 	    cmocka_unit_test(test_manifest_descriptor_limit),
 	    cmocka_unit_test(test_manifest_hostile),
 	    cmocka_unit_test(test_media_types),
