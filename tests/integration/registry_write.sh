@@ -110,5 +110,39 @@ assert_errno EACCES cp -r "$LOCAL/$S2" "$RT/"
 assert_eq "" "$(h_registry_tags "$REGT/app/stages" rw:pw | xargs)" "no tag"
 h_pass "a pull-only credential fails the copy with EACCES and leaves no tag"
 
+# A registry that forbids deletes: rm -r fails with EPERM, the tag stays.
+h_start_registry --no-delete --var REGND
+RND=$H_TMP/regnd
+h_mount "$REGND/app/stages" "$RND"
+cp -r "$LOCAL/$S2" "$RND/"
+assert_errno EPERM rm -r "$RND/$S2"
+assert_eq "$S2" "$(h_registry_tags "$REGND/app/stages" | xargs)" "tag intact"
+assert_contains "$(cat "$H_MOUNT_LOG")" "UNSUPPORTED" "the registry's reason is logged"
+h_pass "a registry that forbids deletes: rm -r is EPERM and the tag stays"
+
+# A layout whose manifest names a layer that never arrives: the copy itself succeeds (nothing
+# is complete), nothing is committed, and the unmount drops it with a log line.
+mkdir -p "$H_TMP/partial"
+cp -r "$LOCAL/$S3" "$H_TMP/partial/"
+man=$(jq -r '.manifests[0].digest' "$H_TMP/partial/$S3/index.json")
+lost=$(jq -r '.layers[0].digest' "$H_TMP/partial/$S3/blobs/sha256/${man#sha256:}")
+rm "$H_TMP/partial/$S3/blobs/sha256/${lost#sha256:}"
+cp -r "$H_TMP/partial/$S3" "$RND/"
+assert_eq "$S2" "$(h_registry_tags "$REGND/app/stages" | xargs)" "nothing committed"
+log=$H_MOUNT_LOG
+h_umount "$RND"
+assert_contains "$(cat "$log")" "$S3: pending stage dropped at unmount, nothing committed (it lacked the layer $lost)" "log"
+h_pass "a layout that never completes commits nothing and is dropped at unmount, logged"
+
+# An image index into :local: Docker 20.10 cannot load one (EINVAL), nothing changes.
+IDX="$(printf 'e%.0s' {1..56})-1600000000123"
+python3 "$H_LIB/mkindex.py" "$H_TMP/idx" 61 >/dev/null
+skopeo copy -q --all --preserve-digests --dest-tls-verify=false "oci:$H_TMP/idx" "docker://$REG/group/app/stages:$IDX"
+h_wait_for 10 test -d "$R/$IDX" # pushed past the mount: listed after the ttl
+before=$(h_docker images -q | sort | xargs)
+assert_errno EINVAL cp -r "$R/$IDX" "$LOCAL/"
+assert_eq "$before" "$(h_docker images -q | sort | xargs)" "no image loaded"
+h_pass "an image index copied into :local is EINVAL"
+
 for m in "$RT" "$R2" "$R" "$LOCAL"; do h_umount "$m"; done
 h_pass "every mount exits 0"

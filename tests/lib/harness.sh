@@ -484,7 +484,7 @@ _h_token_keys() {
 # --htpasswd and --token may be repeated (several users); --token-readonly users get pull only.
 h_start_registry() {
 	_h_need_init
-	local var="" jwt=x5c exp=300 refresh="" n dir port tport="" attempt i start end
+	local var="" jwt=x5c exp=300 refresh="" deletes=true n dir port tport="" attempt i start end
 	local -a basic=() tok=() tokro=() targs=()
 	while (($#)); do
 		case $1 in
@@ -494,6 +494,7 @@ h_start_registry() {
 		--jwt-header) jwt=$2; shift 2 ;;
 		--expires-in) exp=$2; shift 2 ;;
 		--refresh-tokens) refresh=1; shift ;;
+		--no-delete) deletes=false; shift ;;
 		--var) var=$2; shift 2 ;;
 		*) h_fail "h_start_registry: unknown argument $1" ;;
 		esac
@@ -552,7 +553,7 @@ storage:
   filesystem:
     rootdirectory: $dir/data
   delete:
-    enabled: true
+    enabled: $deletes
   maintenance:
     uploadpurging:
       enabled: false
