@@ -29,5 +29,6 @@ meson test -C build --print-errorlogs --num-processes 2 --suite unit \
 # The daemon itself under valgrind (memcheck) through the main integration scripts.
 STAGEFS_WRAP="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --suppressions=$PWD/tests/valgrind.supp" \
   H_MOUNT_TIMEOUT=60 meson test -C build --print-errorlogs --num-processes 2 \
-  integration-registry_read integration-registry_auth integration-local_read
+  integration-registry_read integration-registry_auth integration-local_read \
+  integration-local_write integration-registry_write integration-write_faults
 echo "run-all: every suite passed"
