@@ -122,6 +122,7 @@ const char *stagectl_mount(const struct stagectl *c, const char *storage,
 struct wait_ctx {
 	const struct stagectl *c;
 	const char *project;
+	bool said;
 };
 
 static int on_lock_wait(const char *name, long waited_ms, void *ud)
@@ -130,7 +131,8 @@ static int on_lock_wait(const char *name, long waited_ms, void *ud)
 
 	if (interrupt_requested())
 		return 1;
-	if (waited_ms == 0)
+	/* core's first call may come with waited_ms 1 or 2, not 0: say it once by a flag */
+	if (!w->said && (w->said = true))
 		fprintf(stderr,
 			"stagectl: waiting for werf's lock %s (running werf builds or cleanups of "
 			"%s hold it)%s\n",
@@ -145,7 +147,7 @@ struct werf_lock *stagectl_lock(const struct stagectl *c, const char *project,
 	char name[128];
 	struct werf_lock *l = NULL;
 	struct sf_err err = {0};
-	struct wait_ctx w = {c, project};
+	struct wait_ctx w = {c, project, false};
 	int r;
 
 	werf_lock_name_stages_and_images(project, name, sizeof(name));
@@ -275,7 +277,7 @@ static int run(int argc, char *argv[])
 		return STAGECTL_OK;
 	}
 	optind = 2;
-	while ((opt = getopt_long(argc, argv, "+", long_opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
 		switch (opt) {
 		case OPT_FROM:
 			c.from = optarg;
