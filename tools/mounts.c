@@ -109,14 +109,18 @@ static bool is_mounted(const char *path)
 	if (!f)
 		return false;
 	while (!found && getline(&line, &cap, f) > 0) {
-		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT ... */
-		char *save = NULL, *tok = strtok_r(line, " ", &save);
-		for (int i = 1; tok && i < 5; i++)
-			tok = strtok_r(NULL, " ", &save);
-		if (tok) {
-			unescape(tok);
-			found = strcmp(tok, path) == 0;
+		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT ...: the fifth field */
+		char *p = line, *end;
+		for (int i = 0; i < 4 && p; i++) {
+			p = strchr(p, ' ');
+			if (p)
+				p++;
 		}
+		if (!p || !(end = strchr(p, ' ')))
+			continue;
+		*end = '\0';
+		unescape(p);
+		found = strcmp(p, path) == 0;
 	}
 	free(line);
 	fclose(f);
@@ -219,9 +223,16 @@ void mounts_log_tail(const struct mounts_mount *m, int lines, FILE *f)
 	}
 	if (*start == '\n')
 		start++;
-	char *save = NULL;
-	for (char *l = strtok_r(start, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
-		fprintf(f, "  stagefs: %s\n", l);
+	while (*start) {
+		char *nl = strchr(start, '\n');
+		if (nl)
+			*nl = '\0';
+		if (*start)
+			fprintf(f, "  stagefs: %s\n", start);
+		if (!nl)
+			break;
+		start = nl + 1;
+	}
 }
 
 static int run_fusermount(const char *flag, const char *path)

@@ -1,6 +1,7 @@
 /* switch: werf's `stages switch-from-local` (werf-stages.md section 6) and the guide's
  * rollback, re-runnable after a failure at any step. */
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,9 +50,11 @@ static int run_sync(const struct stagectl *c, const char *src, bool src_local, c
 static void print_json(const char *cmd, const char *project, const char *repo, bool ok,
 		       const char *state)
 {
-	printf(
-	    "{\"command\":\"%s\",\"project\":\"%s\",\"repo\":\"%s\",\"ok\":%s,\"state\":\"%s\"}\n",
-	    cmd, project, repo, ok ? "true" : "false", state);
+	json_t *o = json_pack("{s:s,s:s,s:s,s:b,s:s}", "command", cmd, "project", project, "repo",
+			      repo, "ok", ok, "state", state);
+	json_dumpf(o, stdout, JSON_COMPACT);
+	putchar('\n');
+	json_decref(o);
 }
 
 int switch_from_local(struct stagectl *c)
