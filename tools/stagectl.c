@@ -250,6 +250,8 @@ static int parse_long(const char *s, long min, long max, long *ret)
 	return 0;
 }
 
+static const char **projects_v; /* --project values; freed by main */
+
 static int run(int argc, char *argv[])
 {
 	static char project_buf[NAME_PROJECT_MAX + 1], repo_buf[PATH_MAX];
@@ -262,6 +264,7 @@ static int run(int argc, char *argv[])
 
 	if (!projects)
 		return STAGECTL_FAILED;
+	projects_v = projects;
 	c.projects = projects;
 	if (argc < 2) {
 		usage(stderr);
@@ -459,6 +462,7 @@ int main(int argc, char *argv[])
 {
 	int r = run(argc, argv);
 
+	free(projects_v);
 	/* Every way out unmounts what was mounted. */
 	if (mounts_stop_all() < 0 && r == STAGECTL_OK)
 		r = STAGECTL_FAILED;

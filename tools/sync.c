@@ -330,6 +330,7 @@ void sync_report_print(const struct sync_report *r, const char *from, const char
 	char sz[32];
 	fprintf(f, "%s in %.2f s%s\n", progress_size(r->bytes, sz, sizeof(sz)), r->seconds,
 		r->interrupted ? " (interrupted)" : "");
+	fflush(f);
 }
 
 /* The `sync` command: mounts, projects, werf's shared lock per project, the sync, the summary. */
