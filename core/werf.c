@@ -176,7 +176,7 @@ int werf_lock_acquire(const char *home, const char *name, enum werf_lock_mode mo
 {
 	char dir[PATH_MAX], path[PATH_MAX], file[WERF_LOCK_FILE_NAME_SIZE];
 	int op = mode == WERF_LOCK_SHARED ? LOCK_SH : LOCK_EX;
-	long start = now_ms(), delay = 5, waited;
+	long start = now_ms(), delay = 5, waited, polls = 0;
 	struct werf_lock *lock;
 	int fd, r;
 
@@ -209,7 +209,8 @@ int werf_lock_acquire(const char *home, const char *name, enum werf_lock_mode mo
 				    name, timeout_ms, path);
 			goto fail;
 		}
-		if (on_wait && on_wait(name, waited, userdata) != 0) {
+		/* The first call says "waiting starts" with 0, as the header promises. */
+		if (on_wait && on_wait(name, polls++ ? waited : 0, userdata) != 0) {
 			r = err_set(err, -ECANCELED, "waiting for werf's lock %s was cancelled",
 				    name);
 			goto fail;

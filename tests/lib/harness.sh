@@ -726,11 +726,14 @@ h_registry_tags() {
 	local host=${1%%/*} repo=${1#*/} out
 	local -a u=()
 	[[ -z "${2:-}" ]] || u=(-u "$2")
-	out=$(h_registry_curl "${u[@]}" "http://$host/v2/$repo/tags/list?n=100000") || {
-		[[ "$H_HTTP_CODE" == 404 ]] && return 0
-		h_fail "h_registry_tags $1: HTTP $H_HTTP_CODE: $out"
-	}
-	jq -r '.tags // [] | .[]' <<<"$out" | sort
+	out=$(mktemp "$H_TMP/work/tags.XXXXXX")
+	# Not in $(...): H_HTTP_CODE must reach this shell.
+	if ! h_registry_curl "${u[@]}" "http://$host/v2/$repo/tags/list?n=100000" >"$out"; then
+		[[ "$H_HTTP_CODE" == 404 ]] && { rm -f "$out"; return 0; }
+		h_fail "h_registry_tags $1: HTTP $H_HTTP_CODE: $(cat "$out")"
+	fi
+	jq -r '.tags // [] | .[]' <"$out" | sort
+	rm -f "$out"
 }
 
 # ---------------------------------------------------------------------------- images
