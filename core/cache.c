@@ -319,6 +319,23 @@ static int cs_remove(struct storage *st, const char *project, const char *stage,
 	return r;
 }
 
+static int cs_summary(struct storage *st, const char *project, const char *stage,
+		      struct stage_summary *ret, struct sf_err *err)
+{
+	struct cache_storage *c = (struct cache_storage *)st;
+	struct stage_layout *l = NULL;
+	int r;
+
+	if (c->inner->ops->summary)
+		return storage_summary(c->inner, project, stage, ret, err);
+	r = cs_describe(st, project, stage, &l, err); /* cached */
+	if (r < 0)
+		return r;
+	r = stage_layout_summary(l, ret);
+	stage_layout_unref(l);
+	return r;
+}
+
 static void cs_cancel(struct storage *st)
 {
 	storage_cancel(((struct cache_storage *)st)->inner);
@@ -352,6 +369,7 @@ static const struct storage_ops cache_ops = {
     .cancel = cs_cancel,
     .write_begin = cs_write_begin,
     .remove = cs_remove,
+    .summary = cs_summary,
 };
 
 int cache_storage_new(struct storage *inner, uint64_t ttl_ms, struct storage **ret)

@@ -976,8 +976,11 @@ static int image_get(struct docker_storage *ds, const char *ref, const char *id,
 }
 
 /* Inspect the stage's image: its ID, after checking werf's labels. */
+/* The stage's image ID after werf's checks (labels of the project); ret_root, when not NULL,
+ * gets Docker's answer (the caller decrefs it). */
 static int inspect_stage(struct docker_storage *ds, const char *project, const char *stage,
-			 char *ref, size_t refsize, char ret_id[DIGEST_LEN], struct sf_err *err)
+			 char *ref, size_t refsize, char ret_id[DIGEST_LEN], json_t **ret_root,
+			 struct sf_err *err)
 {
 	json_t *root = NULL, *labels;
 	const char *id, *owner, *cache;
@@ -1000,7 +1003,44 @@ static int inspect_stage(struct docker_storage *ds, const char *project, const c
 		r = -ENOENT; /* not a stage werf would see */
 	else
 		memcpy(ret_id, id, DIGEST_LEN);
+	if (r == 0 && ret_root)
+		*ret_root = root;
+	else
+		json_decref(root);
+	return r;
+}
+
+/* Docker's inspect: image ID and size without an export. With the containerd image store the
+ * ID is a manifest or index digest (inspect's Descriptor says so): then the layout tells. */
+static int ds_summary(struct storage *st, const char *project, const char *stage,
+		      struct stage_summary *ret, struct sf_err *err)
+{
+	struct docker_storage *ds = ds_of(st);
+	struct stage_layout *l = NULL;
+	json_t *root = NULL;
+	const char *id, *desc;
+	char ref[256], checked[DIGEST_LEN];
+	int r;
+
+	project = project_of(ds, project);
+	r = inspect_stage(ds, project, stage, ref, sizeof(ref), checked, &root, err);
+	if (r < 0)
+		return r;
+	id = json_string_value(json_object_get(root, "Id"));
+	desc = json_string_value(json_object_get(json_object_get(root, "Descriptor"), "digest"));
+	if (id && (!desc || strcmp(desc, id) != 0)) {
+		json_int_t size = json_integer_value(json_object_get(root, "Size"));
+		memcpy(ret->image_id, id, DIGEST_LEN);
+		ret->size = size > 0 ? (uint64_t)size : 0;
+		json_decref(root);
+		return 0;
+	}
 	json_decref(root);
+	r = image_get(ds, ref, checked, false, stage, &l, err);
+	if (r < 0)
+		return r;
+	r = stage_layout_summary(l, ret);
+	stage_layout_unref(l);
 	return r;
 }
 
@@ -1012,7 +1052,7 @@ static int ds_describe(struct storage *st, const char *project, const char *stag
 	int r;
 
 	project = project_of(ds, project);
-	r = inspect_stage(ds, project, stage, ref, sizeof(ref), id, err);
+	r = inspect_stage(ds, project, stage, ref, sizeof(ref), id, NULL, err);
 	if (r < 0)
 		return r;
 	return image_get(ds, ref, id, false, stage, ret, err);
@@ -1029,7 +1069,7 @@ static int ds_local_file(struct storage *st, const char *project, const char *st
 	if (blob->data)
 		return -ENOTSUP;
 	project = project_of(ds, project);
-	r = inspect_stage(ds, project, stage, ref, sizeof(ref), id, err);
+	r = inspect_stage(ds, project, stage, ref, sizeof(ref), id, NULL, err);
 	if (r < 0)
 		return r;
 	r = image_get(ds, ref, id, true, NULL, NULL, err);
@@ -1124,6 +1164,7 @@ static const struct storage_ops docker_storage_ops = {
     .cancel = ds_cancel,
     .write_begin = ds_write_begin,
     .remove = ds_remove,
+    .summary = ds_summary,
 };
 
 static int make_dirs(const char *dir, struct sf_err *err)

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "oci.h"
+
 int storage_list(struct storage *st, struct stage_list *ret, struct sf_err *err)
 {
 	return st->ops->list(st, ret, err);
@@ -65,6 +67,44 @@ int storage_find(struct storage *st, const char *project, const char *stage, str
 		return r;
 	r = stage_list_find(&l, project, stage, ret);
 	stage_list_done(&l);
+	return r;
+}
+
+int stage_layout_summary(const struct stage_layout *l, struct stage_summary *ret)
+{
+	struct stage_summary sum = {.size = 0};
+
+	if (l->image_id[0]) {
+		memcpy(sum.image_id, l->image_id, DIGEST_LEN);
+	} else {
+		struct oci_desc top = {0};
+		char *ref = NULL;
+		int r = oci_index_parse(l->index_json, l->index_len, &top, &ref, NULL);
+		if (r < 0)
+			return r;
+		memcpy(sum.image_id, top.digest, DIGEST_LEN);
+		free(top.media_type);
+		free(ref);
+	}
+	for (size_t i = 0; i < l->nblobs; i++)
+		sum.size += l->blobs[i].size;
+	*ret = sum;
+	return 0;
+}
+
+int storage_summary(struct storage *st, const char *project, const char *stage,
+		    struct stage_summary *ret, struct sf_err *err)
+{
+	struct stage_layout *l = NULL;
+	int r;
+
+	if (st->ops->summary)
+		return st->ops->summary(st, project, stage, ret, err);
+	r = storage_describe(st, project, stage, &l, err);
+	if (r < 0)
+		return r;
+	r = stage_layout_summary(l, ret);
+	stage_layout_unref(l);
 	return r;
 }
 

@@ -50,6 +50,14 @@ struct stage_layout {
 struct storage;
 struct stage_writer;
 
+/* What a stage is without reading its blobs: its image ID (the config digest; for an image
+ * index, the index digest) and its size in bytes as the storage measures it (Docker: the
+ * image's size; a registry: manifest, config and layers as stored). */
+struct stage_summary {
+	char image_id[DIGEST_LEN];
+	uint64_t size;
+};
+
 /* A stage being committed (DESIGN.md section 4.3): the pending stage hands over each blob once
  * it is complete and verified (add_blob, in any order, from any thread), then the layout's
  * index.json (commit). Backends start work for a blob as soon as it arrives (compression,
@@ -104,6 +112,10 @@ struct storage_ops {
 	 * when another tag holds it). -ENOENT when absent; -EPERM when the storage forbids it. */
 	int (*remove)(struct storage *st, const char *project, const char *stage,
 		      struct sf_err *err);
+	/* Optional: the stage's summary when the backend has it cheaper than a layout (Docker's
+	 * inspect instead of an export). Default: from describe. -ENOENT when absent. */
+	int (*summary)(struct storage *st, const char *project, const char *stage,
+		       struct stage_summary *ret, struct sf_err *err);
 };
 
 struct storage {
@@ -128,6 +140,12 @@ int storage_local_file(struct storage *st, const char *project, const char *stag
 		       struct sf_err *err);
 int storage_find(struct storage *st, const char *project, const char *stage, struct stage_info *ret,
 		 struct sf_err *err);
+/* The summary: the backend's own, or made from the layout (describe). */
+int storage_summary(struct storage *st, const char *project, const char *stage,
+		    struct stage_summary *ret, struct sf_err *err);
+/* The summary of a layout: image ID (index digest for an image index) and the sum of its
+ * blobs' sizes. -EINVAL for an index.json that names no manifest. */
+int stage_layout_summary(const struct stage_layout *l, struct stage_summary *ret);
 /* write_begin and remove, or -EROFS when the storage has no write side. */
 int storage_write_begin(struct storage *st, const char *project, const char *stage,
 			struct stage_writer **ret, struct sf_err *err);

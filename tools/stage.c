@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <sys/xattr.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
@@ -173,6 +174,29 @@ static const char *desc_digest(json_t *desc)
 	return d && name_digest_valid(d) ? d : NULL;
 }
 
+/* The mount's own answer (user.stagefs.image_id and .size on a stage folder): no blob is read,
+ * so :local needs no export. 1 when the folder has none (another file system), 0, -errno. */
+static int meta_from_xattrs(const char *dir, struct stage_meta *ret, struct sf_err *err)
+{
+	char id[STAGE_ID_SIZE], size[32];
+	ssize_t n = getxattr(dir, "user.stagefs.image_id", id, sizeof(id) - 1);
+	ssize_t m = n > 0 ? getxattr(dir, "user.stagefs.size", size, sizeof(size) - 1) : n;
+	char *end;
+
+	if (n < 0 || m < 0) {
+		if (errno == ENODATA || errno == ENOTSUP)
+			return 1;
+		return err_set(err, -errno, "%s: %s", dir, strerror(errno));
+	}
+	id[n] = '\0';
+	size[m] = '\0';
+	ret->size = strtoull(size, &end, 10);
+	if (*end || !m)
+		return err_set(err, -EBADMSG, "%s: user.stagefs.size is not a number", dir);
+	memcpy(ret->image_id, id, (size_t)n + 1);
+	return 0;
+}
+
 int stage_read_meta(const char *dir, struct stage_meta *ret, struct sf_err *err)
 {
 	char path[PATH_MAX];
@@ -181,6 +205,8 @@ int stage_read_meta(const char *dir, struct stage_meta *ret, struct sf_err *err)
 	const char *d;
 	int r;
 
+	if ((r = meta_from_xattrs(dir, ret, err)) <= 0)
+		return r;
 	if (stage_path(path, sizeof(path), dir, "index.json") < 0)
 		return err_set(err, -ENAMETOOLONG, "%s: path too long", dir);
 	if ((r = load_json(path, STAGE_JSON_MAX, &idx, &len, err)) < 0)

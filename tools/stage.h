@@ -35,7 +35,9 @@ struct stage_meta {
 	uint64_t size;		      /* manifest + config + layers, bytes as stored */
 };
 
-/* Image ID and size of the stage folder `dir`: index.json (at most 1 MiB) -> its first
+/* Image ID and size of the stage folder `dir`: the mount's user.stagefs.image_id and
+ * user.stagefs.size when it has them (no blob read; an image index's ID is its digest), else
+ * index.json (at most 1 MiB) -> its first
  * manifest (an image index is followed one level) -> config.digest. Returns 0; -EBADMSG for
  * JSON that is not an OCI layout of one image; -errno of open/read (EIO from the mount when
  * the storage failed, ENOENT when the stage is gone). */

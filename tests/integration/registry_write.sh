@@ -42,6 +42,18 @@ assert_eq "$I1" "$(pulled_id "$REG/group/app/stages:$S1")" "docker pull gives th
 skopeo inspect --tls-verify=false "docker://$REG/group/app/stages:$S1" >/dev/null
 h_pass "cp -r from :local pushes gzip layers under Docker schema 2 with the same image ID"
 
+# Both folders say what they are without a read of their blobs.
+xattr() { python3 -c 'import os, sys; print(os.getxattr(sys.argv[1], sys.argv[2]).decode())' "$@"; }
+assert_eq "$I1" "$(xattr "$LOCAL/$S1" user.stagefs.image_id)" ":local image ID"
+assert_eq "$I1" "$(xattr "$R/$S1" user.stagefs.image_id)" "registry image ID"
+assert_eq "$(h_docker image inspect -f '{{.Size}}' "$I1")" "$(xattr "$LOCAL/$S1" user.stagefs.size)" ":local size"
+assert_eq "$(jq '[.config.size, (.layers[].size)] | add' <<<"$m")" \
+	"$(( $(xattr "$R/$S1" user.stagefs.size) - $(jq -r '.manifests[0].size' "$R/$S1/index.json") ))" "registry size"
+assert_eq "user.stagefs.image_id user.stagefs.size" \
+	"$(python3 -c 'import os, sys; print(*sorted(os.listxattr(sys.argv[1])))' "$R/$S1")" "listed"
+assert_eq ENODATA "$(h_errno 'os.getxattr(sys.argv[1], "user.stagefs.image_id")' "$R/$S1/index.json")" "files have none"
+h_pass "user.stagefs.image_id and user.stagefs.size on stage folders"
+
 rsync -a "$LOCAL/$S2" "$R/"
 assert_eq "$I2" "$(jq -r .config.digest <<<"$(manifest_of "$REG/group/app/stages" "$S2")")" "rsync"
 # skopeo from one mount's layout into the other (it compresses the layers itself).
