@@ -29,24 +29,7 @@ LOCAL_STAGES=${LOCAL_STAGES:-200}
 REPEAT=${REPEAT:-3}
 LAYER=$((SIZE_MB * 1024 * 1024 / 4))
 REPO=$REGISTRY/bench/stages
-declare -A T S
-
-now() { printf '%s' "${EPOCHREALTIME/,/.}"; }
-timed() { # NAME CMD...: run CMD; T[NAME] is the median of its runs so far
-	local name=$1 a b t
-	shift
-	a=$(now)
-	"$@"
-	b=$(now)
-	t=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", b - a }')
-	S[$name]="${S[$name]:-} $t"
-	T[$name]=$(tr ' ' '\n' <<<"${S[$name]}" | grep . | sort -n |
-		awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
-	h_log "$name: $t s"
-}
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-ratio() { awk -v a="${T[$1]}" -v b="${T[$2]}" 'BEGIN { printf "%.2f", a / b }'; }
-peak_kb() { awk '/VmHWM/ { print $2 }' "/proc/$1/status"; }
+. tests/bench/lib.sh
 
 h_log "building a ${SIZE_MB} MB stage (4 layers)"
 read -r STAGE ID < <(h_make_stage bench --layers 4 --layer-size "$LAYER" --seed 7)
@@ -127,12 +110,11 @@ for k in fs_cold fs_warm skopeo curl docker_pull ls_tags ls_l_tags skopeo_tags l
 	local_warm docker_save ls_l_local docker_images; do
 	[[ -n "${T[$k]:-}" ]] || h_fail "no measurement for $k"
 done
-row() { printf '  %-42s %8s   %s\n' "$1" "$2" "${3:-}"; }
 echo
 echo "stagefs benchmark: ${SIZE_MB} MB stage (4 layers), $((TAGS + 1)) tags, ${LOCAL_STAGES} local stages"
 echo "$(nproc) cores, $(uname -r); wall-clock seconds, median of $REPEAT runs; ratio < 1: stagefs is faster"
 echo
-printf '%-44s %8s   %s\n' registry seconds ratio
+printf '%-48s %9s   %s\n' registry seconds ratio
 row "cp -r through the mount, cold cache" "${T[fs_cold]}"
 row "cp -r through the mount, warm cache" "${T[fs_warm]}"
 row "skopeo copy docker:// dir:" "${T[skopeo]}" "stagefs cold / skopeo = $(ratio fs_cold skopeo)"
@@ -143,7 +125,7 @@ row "ls -l of $((TAGS + 1)) stages" "${T[ls_l_tags]}"
 row "skopeo list-tags" "${T[skopeo_tags]}"
 row "daemon peak RSS (MiB)" "$((REG_RSS / 1024))"
 echo
-printf '%-44s %8s   %s\n' :local seconds ratio
+printf '%-48s %9s   %s\n' :local seconds ratio
 row "cp -r through the mount, cold (export)" "${T[local_cold]}" "stagefs cold / docker save = $(ratio local_cold docker_save)"
 row "cp -r through the mount, warm" "${T[local_warm]}" "stagefs warm / docker save = $(ratio local_warm docker_save)"
 row "docker save" "${T[docker_save]}"
