@@ -9,8 +9,13 @@
 /* RFC 1952 member header: ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL=0 OS=255, as Go's gzip. */
 static const unsigned char header[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff};
 
+#define PROBE_PART (16 * 1024) /* four samples of a member are tried at level 1 */
+
 struct gzip {
 	struct libdeflate_compressor *c;
+	struct libdeflate_compressor *fast;   /* level 1: the probe */
+	struct libdeflate_compressor *stored; /* level 0: incompressible members */
+	unsigned char *probe;		      /* 4 * PROBE_PART, and room for its output */
 	int out_fd;
 	int error; /* sticky -errno */
 	bool finished;
@@ -30,6 +35,9 @@ int gzip_new(int out_fd, bool with_input_digest, struct gzip **ret)
 		return -ENOMEM;
 	g->out_fd = out_fd;
 	g->c = libdeflate_alloc_compressor(GZIP_LEVEL);
+	g->fast = libdeflate_alloc_compressor(1);
+	g->stored = libdeflate_alloc_compressor(0);
+	g->probe = malloc(8 * PROBE_PART + 1024);
 	g->out_digest = digest_new();
 	g->in_digest = with_input_digest ? digest_new() : NULL;
 	if (g->c)
@@ -37,7 +45,8 @@ int gzip_new(int out_fd, bool with_input_digest, struct gzip **ret)
 		    sizeof(header) + libdeflate_deflate_compress_bound(g->c, GZIP_MEMBER) + 8;
 	g->in = malloc(GZIP_MEMBER);
 	g->out = g->out_cap ? malloc(g->out_cap) : NULL;
-	if (!g->c || !g->out_digest || (with_input_digest && !g->in_digest) || !g->in || !g->out) {
+	if (!g->c || !g->fast || !g->stored || !g->probe || !g->out_digest ||
+	    (with_input_digest && !g->in_digest) || !g->in || !g->out) {
 		gzip_free(g);
 		return -ENOMEM;
 	}
@@ -50,6 +59,9 @@ void gzip_free(struct gzip *g)
 	if (!g)
 		return;
 	libdeflate_free_compressor(g->c);
+	libdeflate_free_compressor(g->fast);
+	libdeflate_free_compressor(g->stored);
+	free(g->probe);
 	digest_free(g->out_digest);
 	digest_free(g->in_digest);
 	free(g->in);
@@ -86,13 +98,31 @@ static void le32(unsigned char *p, uint32_t v)
 		p[i] = (unsigned char)(v >> (8 * i));
 }
 
+/* Whether a member is worth compressing: four samples spread over it, compressed together at
+ * level 1, must shrink by 1/32 at least. Incompressible data (random bytes, media, layers
+ * of already compressed files) then costs no compression time: it is stored, as large as it
+ * is plus 5 bytes a 64 KiB block, which is what level 6 gives for it too. */
+static bool worth_compressing(struct gzip *g, const unsigned char *p, size_t len)
+{
+	size_t part = len / 4 < PROBE_PART ? len / 4 : PROBE_PART, sample = 4 * part, n;
+
+	if (part < 512)
+		return true;
+	for (size_t i = 0; i < 4; i++)
+		memcpy(g->probe + i * part, p + i * ((len - part) / 3), part);
+	n = libdeflate_deflate_compress(g->fast, g->probe, sample, g->probe + sample,
+					4 * PROBE_PART + 1024);
+	return n != 0 && n < sample - sample / 32;
+}
+
 /* One gzip member of len input bytes: header, DEFLATE, CRC-32, ISIZE. */
 static int member(struct gzip *g, const unsigned char *p, size_t len, struct sf_err *err)
 {
+	struct libdeflate_compressor *c = worth_compressing(g, p, len) ? g->c : g->stored;
 	size_t n;
 
 	memcpy(g->out, header, sizeof(header));
-	n = libdeflate_deflate_compress(g->c, p, len, g->out + sizeof(header),
+	n = libdeflate_deflate_compress(c, p, len, g->out + sizeof(header),
 					g->out_cap - sizeof(header) - 8);
 	if (n == 0) { /* cannot happen with the bound; never write a broken stream */
 		g->error = -EIO;
