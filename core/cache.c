@@ -57,7 +57,8 @@ static int copy_list(const struct stage_list *src, struct stage_list *dst)
 	dst->v = malloc((src->n + 1) * sizeof(*dst->v));
 	if (!dst->v)
 		return -ENOMEM;
-	memcpy(dst->v, src->v, src->n * sizeof(*dst->v));
+	if (src->n) /* an empty list may have no array at all */
+		memcpy(dst->v, src->v, src->n * sizeof(*dst->v));
 	dst->n = src->n;
 	return 0;
 }

@@ -78,8 +78,11 @@ static int fake_list(struct storage *st, struct stage_list *ret, struct sf_err *
 	r = f->list_error;
 	if (r == 0) {
 		l.n = f->nstages;
-		l.v = tu_calloc(f->nstages, sizeof(*l.v));
-		memcpy(l.v, f->stages, f->nstages * sizeof(*l.v));
+		/* Like the real backends, an empty listing has no array (NULL). */
+		if (l.n) {
+			l.v = tu_calloc(f->nstages, sizeof(*l.v));
+			memcpy(l.v, f->stages, f->nstages * sizeof(*l.v));
+		}
 	}
 	f->in_list++;
 	pthread_cond_broadcast(&f->cond);
