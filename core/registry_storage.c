@@ -16,6 +16,7 @@
 struct registry_storage {
 	struct storage base;
 	struct registry *reg;
+	struct registry_writer_memo *memo; /* layers compressed by this mount */
 };
 
 static struct registry *reg_of(struct storage *st)
@@ -179,13 +180,15 @@ static void rs_free(struct storage *st)
 	struct registry_storage *rs = (struct registry_storage *)st;
 
 	registry_free(rs->reg);
+	registry_writer_memo_free(rs->memo);
 	free(rs);
 }
 
 static int rs_write_begin(struct storage *st, const char *project, const char *stage,
 			  struct stage_writer **ret, struct sf_err *err)
 {
-	return registry_writer_new(reg_of(st), stage, ret, err);
+	return registry_writer_new(reg_of(st), ((struct registry_storage *)st)->memo, stage, ret,
+				   err);
 }
 
 static int rs_remove(struct storage *st, const char *project, const char *stage,
@@ -208,8 +211,10 @@ int registry_storage_new(struct registry *reg, struct storage **ret)
 {
 	struct registry_storage *rs = calloc(1, sizeof(*rs));
 
-	if (!rs)
+	if (!rs || registry_writer_memo_new(&rs->memo) < 0) {
+		free(rs);
 		return -ENOMEM;
+	}
 	rs->base.ops = &registry_storage_ops;
 	rs->reg = reg;
 	*ret = &rs->base;

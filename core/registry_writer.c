@@ -30,9 +30,73 @@ struct job {
 	struct sf_err err;
 };
 
+struct memo_entry {
+	char diff_id[DIGEST_LEN];
+	char gz[DIGEST_LEN];
+	uint64_t gz_size;
+};
+
+struct registry_writer_memo {
+	pthread_mutex_t lock;
+	struct memo_entry *v;
+	size_t n;
+};
+
+int registry_writer_memo_new(struct registry_writer_memo **ret)
+{
+	struct registry_writer_memo *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return -ENOMEM;
+	pthread_mutex_init(&m->lock, NULL);
+	*ret = m;
+	return 0;
+}
+
+void registry_writer_memo_free(struct registry_writer_memo *m)
+{
+	if (!m)
+		return;
+	pthread_mutex_destroy(&m->lock);
+	free(m->v);
+	free(m);
+}
+
+static bool memo_find(struct registry_writer_memo *m, const char *diff_id, struct memo_entry *ret)
+{
+	bool hit = false;
+
+	if (!m)
+		return false;
+	pthread_mutex_lock(&m->lock);
+	for (size_t i = 0; i < m->n && !hit; i++)
+		if (strcmp(m->v[i].diff_id, diff_id) == 0) {
+			*ret = m->v[i];
+			hit = true;
+		}
+	pthread_mutex_unlock(&m->lock);
+	return hit;
+}
+
+static void memo_add(struct registry_writer_memo *m, const struct memo_entry *e)
+{
+	struct memo_entry tmp, *nv;
+
+	if (!m || memo_find(m, e->diff_id, &tmp))
+		return;
+	pthread_mutex_lock(&m->lock);
+	nv = realloc(m->v, (m->n + 1) * sizeof(*nv));
+	if (nv) { /* only an optimisation: no memory, no memo */
+		m->v = nv;
+		nv[m->n++] = *e;
+	}
+	pthread_mutex_unlock(&m->lock);
+}
+
 struct registry_writer {
 	struct stage_writer base;
 	struct registry *reg;
+	struct registry_writer_memo *memo;
 	char stage[NAME_STAGE_MAX + 1];
 	pthread_mutex_t lock;
 	struct job **jobs;
@@ -62,6 +126,7 @@ static void *job_run(void *arg)
 {
 	struct job *j = arg;
 	char gz[4096], in_digest[DIGEST_LEN];
+	struct memo_entry seen;
 	int in = -1, out = -1;
 
 	sem_wait(&j->w->slots);
@@ -71,6 +136,11 @@ static void *job_run(void *arg)
 		j->result = err_set(&j->err, -ECANCELED, "the stage's commit was given up");
 	} else if (j->kind == OCI_BLOB_GZIP || j->kind == OCI_BLOB_ZSTD) {
 		j->result = upload(j->w->reg, j->digest, j->path, j->size, &j->err);
+	} else if (j->kind == OCI_BLOB_TAR && memo_find(j->w->memo, j->digest, &seen) &&
+		   registry_has_blob(j->w->reg, seen.gz, NULL, NULL) == 0) {
+		/* Compressed here before and the repository has it: nothing to do. */
+		memcpy(j->up_digest, seen.gz, DIGEST_LEN);
+		j->up_size = seen.gz_size;
 	} else if (j->kind == OCI_BLOB_TAR) {
 		snprintf(gz, sizeof(gz), "%s.gz", j->path);
 		in = open(j->path, O_RDONLY | O_CLOEXEC);
@@ -91,6 +161,12 @@ static void *job_run(void *arg)
 			j->result = err_set(&j->err, -errno, "%s: %s", gz, strerror(errno));
 		if (j->result == 0)
 			j->result = upload(j->w->reg, j->up_digest, gz, j->up_size, &j->err);
+		if (j->result == 0) {
+			struct memo_entry e = {.gz_size = j->up_size};
+			memcpy(e.diff_id, j->digest, DIGEST_LEN);
+			memcpy(e.gz, j->up_digest, DIGEST_LEN);
+			memo_add(j->w->memo, &e);
+		}
 	}
 	if (j->result < 0)
 		err_prefix(&j->err, "blob %s: ", j->digest);
@@ -341,8 +417,8 @@ static const struct stage_writer_ops registry_writer_ops = {
     .free = rw_free,
 };
 
-int registry_writer_new(struct registry *reg, const char *stage, struct stage_writer **ret,
-			struct sf_err *err)
+int registry_writer_new(struct registry *reg, struct registry_writer_memo *memo,
+			const char *stage, struct stage_writer **ret, struct sf_err *err)
 {
 	struct registry_writer *w = calloc(1, sizeof(*w));
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -351,6 +427,7 @@ int registry_writer_new(struct registry *reg, const char *stage, struct stage_wr
 		return -ENOMEM;
 	w->base.ops = &registry_writer_ops;
 	w->reg = reg;
+	w->memo = memo;
 	snprintf(w->stage, sizeof(w->stage), "%s", stage);
 	pthread_mutex_init(&w->lock, NULL);
 	sem_init(&w->slots, 0, cores > 1 ? (unsigned)cores : 2);

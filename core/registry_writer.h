@@ -19,6 +19,15 @@
 #include "registry.h"
 #include "storage.h"
 
-/* A writer for stage; reg is borrowed and must outlive it. -ENOMEM only. */
-int registry_writer_new(struct registry *reg, const char *stage, struct stage_writer **ret,
-			struct sf_err *err);
+/* What this process compressed: an uncompressed layer's digest (its diff ID) -> the digest and
+ * size of the gzip blob made from it. A layer seen again (stages sharing a base) whose gzip
+ * blob the repository has is neither compressed nor uploaded again, as Docker's push does
+ * with its own record. Thread-safe; kept in memory for the mount's life. */
+struct registry_writer_memo;
+int registry_writer_memo_new(struct registry_writer_memo **ret);
+void registry_writer_memo_free(struct registry_writer_memo *m);
+
+/* A writer for stage; reg and memo (may be NULL) are borrowed and must outlive it.
+ * -ENOMEM only. */
+int registry_writer_new(struct registry *reg, struct registry_writer_memo *memo,
+			const char *stage, struct stage_writer **ret, struct sf_err *err);

@@ -56,6 +56,10 @@ h_pass "user.stagefs.image_id and user.stagefs.size on stage folders"
 
 rsync -a "$LOCAL/$S2" "$R/"
 assert_eq "$I2" "$(jq -r .config.digest <<<"$(manifest_of "$REG/group/app/stages" "$S2")")" "rsync"
+# S2 shares S1's three layers: their gzip blobs come from the mount's memo, not a new gzip.
+assert_eq "$(jq -c '.layers[:3]' <<<"$(manifest_of "$REG/group/app/stages" "$S1")")" \
+	"$(jq -c '.layers[:3]' <<<"$(manifest_of "$REG/group/app/stages" "$S2")")" "shared layers"
+assert_eq "$I2" "$(pulled_id "$REG/group/app/stages:$S2")" "docker pull of the stage on a shared base"
 # skopeo from one mount's layout into the other (it compresses the layers itself).
 skopeo copy -q "oci:$LOCAL/$S3" "oci:$R/$S3"
 assert_eq "$I3" "$(jq -r .config.digest <<<"$(manifest_of "$REG/group/app/stages" "$S3")")" "skopeo"
