@@ -45,6 +45,16 @@ struct node {
 	int depth;		  /* components below the stage folder; -1 above it */
 };
 
+/* Where a path falls: [PROJECT/]STAGE/REL, whether it exists or not. */
+struct where {
+	char project[NAME_PROJECT_MAX + 1];
+	char stage[NAME_STAGE_MAX + 1]; /* "" above the stage level */
+	const char *rel;		/* inside the stage folder (in path); "" for the folder */
+	bool project_level;		/* the path is a PROJECT folder */
+};
+/* 0 and *w; -EPERM for the root itself; -ENAMETOOLONG for a name no project or stage has. */
+int stagefs_where(const char *path, struct where *w);
+
 struct stagefs *stagefs_ctx(void);
 /* Map a path to a node: only what exists resolves. -ENOENT, or the storage's error. */
 int stagefs_resolve(const char *path, struct node *n, struct sf_err *err);

@@ -94,56 +94,78 @@ static int find_project(const char *project, uint64_t *ret_newest, struct sf_err
 	return found ? 0 : -ENOENT;
 }
 
-int stagefs_resolve(const char *path, struct node *n, struct sf_err *err)
+int stagefs_where(const char *path, struct where *w)
 {
 	struct stagefs *f = stagefs_ctx();
-	char comp[5][80];
-	const char *start[6];
-	size_t nc = 0, base = 0;
-	int r;
+	const char *p = path;
+	int need = f->by_project && !f->project ? 2 : 1;
 
-	*n = (struct node){.depth = -1, .rel = ""};
-	for (const char *p = path; *p;) {
+	*w = (struct where){.rel = ""};
+	if (f->project)
+		snprintf(w->project, sizeof(w->project), "%s", f->project);
+	for (int i = 0; i < need; i++) {
 		const char *s;
 		size_t len;
 		while (*p == '/')
 			p++;
-		if (!*p)
-			break;
+		if (!*p) {
+			w->project_level = i == 1;
+			return i == 0 ? -EPERM : 0; /* the root itself */
+		}
 		s = p;
 		while (*p && *p != '/')
 			p++;
 		len = (size_t)(p - s);
-		if (nc == 5 || len >= sizeof(comp[0]))
-			return -ENOENT;
-		memcpy(comp[nc], s, len);
-		comp[nc][len] = '\0';
-		start[nc] = s;
-		nc++;
+		char *dst = i + 1 < need ? w->project : w->stage;
+		size_t cap = i + 1 < need ? sizeof(w->project) : sizeof(w->stage);
+		if (len >= cap)
+			return -ENAMETOOLONG;
+		memcpy(dst, s, len);
+		dst[len] = '\0';
 	}
-	if (f->project)
-		snprintf(n->project, sizeof(n->project), "%s", f->project);
-	if (nc == 0) {
+	while (*p == '/')
+		p++;
+	w->rel = p;
+	return 0;
+}
+
+int stagefs_resolve(const char *path, struct node *n, struct sf_err *err)
+{
+	struct stagefs *f = stagefs_ctx();
+	char comp[3][80];
+	size_t nc = 0;
+	struct where w;
+	int r = stagefs_where(path, &w);
+
+	*n = (struct node){.depth = -1, .rel = ""};
+	snprintf(n->project, sizeof(n->project), "%s", w.project);
+	if (r == -EPERM) {
 		n->kind = N_ROOT;
 		return 0;
 	}
+	if (r < 0)
+		return -ENOENT; /* a name no project or stage can have */
 	if (f->by_project && !f->project) {
-		r = find_project(comp[0], &n->newest_ms, err);
+		r = find_project(w.project, &n->newest_ms, err);
 		if (r < 0)
 			return r;
-		memcpy(n->project, comp[0], strlen(comp[0]) + 1); /* valid: <= 50 chars */
-		if (nc == 1) {
+		if (w.project_level) {
 			n->kind = N_PROJECT;
 			return 0;
 		}
-		base = 1;
 	}
-	n->depth = (int)(nc - base - 1);
-	n->rel = n->depth > 0 ? start[base + 1] : "";
-	n->ps = pending_stage_find(f->pending, n->project, comp[base]);
+	n->rel = w.rel;
+	n->depth = 0;
+	for (const char *p = w.rel; *p; n->depth++) {
+		while (*p && *p != '/')
+			p++;
+		while (*p == '/')
+			p++;
+	}
+	n->ps = pending_stage_find(f->pending, n->project, w.stage);
 	if (n->ps) {
 		struct stat st;
-		snprintf(n->info.name, sizeof(n->info.name), "%s", comp[base]);
+		snprintf(n->info.name, sizeof(n->info.name), "%s", w.stage);
 		n->info.unique_ms = pending_stage_created_ms(n->ps);
 		/* A new stage is all pending; over an existing one, only what was written. */
 		if (!pending_stage_checks_existing(n->ps) ||
@@ -156,37 +178,50 @@ int stagefs_resolve(const char *path, struct node *n, struct sf_err *err)
 			goto fail;
 		}
 	}
-	r = storage_find(f->st, n->project, comp[base], &n->info, err);
+	r = storage_find(f->st, n->project, w.stage, &n->info, err);
 	if (r < 0)
 		goto fail;
-	if (nc == base + 1) {
+	if (n->depth == 0) {
 		n->kind = N_STAGE;
 		return 0;
 	}
-	const char *leaf = comp[base + 1];
-	if (nc == base + 2 && strcmp(leaf, "oci-layout") == 0) {
+	/* The committed layout: oci-layout, index.json, blobs/sha256/HEX. */
+	r = -ENOENT;
+	for (const char *p = w.rel; *p;) {
+		const char *s = p;
+		size_t len;
+		while (*p && *p != '/')
+			p++;
+		len = (size_t)(p - s);
+		if (nc == 3 || len >= sizeof(comp[0]))
+			goto fail;
+		memcpy(comp[nc], s, len);
+		comp[nc++][len] = '\0';
+		while (*p == '/')
+			p++;
+	}
+	if (nc == 1 && strcmp(comp[0], "oci-layout") == 0) {
 		n->kind = N_LAYOUT;
 		return 0;
 	}
-	if (nc == base + 2 && strcmp(leaf, "blobs") == 0) {
+	if (nc == 1 && strcmp(comp[0], "blobs") == 0) {
 		n->kind = N_BLOBS;
 		return 0;
 	}
-	r = -ENOENT;
-	if (strcmp(leaf, "index.json") == 0 && nc == base + 2)
+	if (nc == 1 && strcmp(comp[0], "index.json") == 0)
 		n->kind = N_INDEX;
-	else if (strcmp(leaf, "blobs") == 0 && strcmp(comp[base + 2], "sha256") == 0)
-		n->kind = nc == base + 3 ? N_SHA256 : N_BLOB;
+	else if (nc >= 2 && strcmp(comp[0], "blobs") == 0 && strcmp(comp[1], "sha256") == 0)
+		n->kind = nc == 2 ? N_SHA256 : N_BLOB;
 	else
 		goto fail;
-	if (n->kind == N_BLOB && (nc != base + 4 || !name_hex64_valid(comp[base + 3])))
+	if (n->kind == N_BLOB && !name_hex64_valid(comp[2]))
 		goto fail;
 	r = storage_describe(f->st, n->project, n->info.name, &n->layout, err);
 	if (r < 0)
 		goto fail;
 	if (n->kind == N_BLOB) {
 		char digest[DIGEST_LEN];
-		snprintf(digest, sizeof(digest), "sha256:%s", comp[base + 3]);
+		snprintf(digest, sizeof(digest), "sha256:%.64s", comp[2]);
 		n->blob = stage_layout_find(n->layout, digest);
 		if (!n->blob) {
 			r = -ENOENT;

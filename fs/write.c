@@ -13,49 +13,6 @@
 #include "stagefs.h"
 #include "werf.h"
 
-/* Where a path falls: [PROJECT/]STAGE/REL. */
-struct where {
-	char project[NAME_PROJECT_MAX + 1];
-	char stage[NAME_STAGE_MAX + 1]; /* "" above the stage level */
-	const char *rel;		/* inside the stage folder; "" for the folder itself */
-	bool project_level;		/* the path is a PROJECT folder */
-};
-
-static int where_of(const char *path, struct where *w)
-{
-	struct stagefs *f = stagefs_ctx();
-	const char *p = path;
-	int need = f->by_project && !f->project ? 2 : 1;
-
-	*w = (struct where){.rel = ""};
-	if (f->project)
-		snprintf(w->project, sizeof(w->project), "%s", f->project);
-	for (int i = 0; i < need; i++) {
-		const char *s;
-		size_t len;
-		while (*p == '/')
-			p++;
-		if (!*p) {
-			w->project_level = i == 1;
-			return i == 0 ? -EPERM : 0; /* the root itself */
-		}
-		s = p;
-		while (*p && *p != '/')
-			p++;
-		len = (size_t)(p - s);
-		char *dst = i + 1 < need ? w->project : w->stage;
-		size_t cap = i + 1 < need ? sizeof(w->project) : sizeof(w->stage);
-		if (len >= cap)
-			return -ENAMETOOLONG;
-		memcpy(dst, s, len);
-		dst[len] = '\0';
-	}
-	while (*p == '/')
-		p++;
-	w->rel = p;
-	return 0;
-}
-
 /* EROFS while werf's switch block names the project (DESIGN.md section 5). */
 static int blocked(const char *project)
 {
@@ -194,7 +151,7 @@ int stagefs_op_mkdir(const char *path, mode_t mode)
 	struct pending_stage *ps = NULL;
 	struct where w;
 	struct node n;
-	int r = where_of(path, &w);
+	int r = stagefs_where(path, &w);
 
 	if (r < 0)
 		return r == -EPERM ? -EEXIST : r;
@@ -270,7 +227,7 @@ static int open_in_stage(const char *path, const struct where *w, int flags, mod
 int stagefs_open_write(const char *path, struct node *n, struct fuse_file_info *fi)
 {
 	struct where w;
-	int flags = fi->flags, r = where_of(path, &w);
+	int flags = fi->flags, r = stagefs_where(path, &w);
 	bool write = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
 
 	if (r < 0)
@@ -287,7 +244,7 @@ int stagefs_op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
 	struct sf_err err = {0};
 	struct where w;
-	int r = where_of(path, &w);
+	int r = stagefs_where(path, &w);
 
 	if (r == 0 && (w.project_level || !w.rel[0]))
 		r = err_set(&err, -EINVAL, "only stage folders (SIGNATURE-UNIQUEID) can be made here");
@@ -314,7 +271,7 @@ int stagefs_op_write(const char *path, const char *buf, size_t size, off_t off,
 
 	if (!pf)
 		return -EBADF;
-	if (where_of(path, &w) == 0 && (r = blocked(w.project)) < 0)
+	if (stagefs_where(path, &w) == 0 && (r = blocked(w.project)) < 0)
 		return r;
 	n = pending_file_pwrite(pf, buf, size, off);
 	return (int)n;
@@ -331,7 +288,7 @@ int stagefs_op_flush(const char *path, struct fuse_file_info *fi)
 	if (!pf)
 		return 0;
 	/* The close that would commit is a change too (DESIGN.md section 5). */
-	if (where_of(path, &w) == 0 && (r = blocked(w.project)) < 0)
+	if (stagefs_where(path, &w) == 0 && (r = blocked(w.project)) < 0)
 		return r;
 	r = pending_file_flush(pf, &err);
 	return r < 0 ? stagefs_fail(path, r, &err) : 0;
@@ -352,7 +309,7 @@ int stagefs_op_rename(const char *from, const char *to, unsigned int flags)
 	struct where a, b;
 	int r;
 
-	if (where_of(from, &a) < 0 || where_of(to, &b) < 0 || a.project_level ||
+	if (stagefs_where(from, &a) < 0 || stagefs_where(to, &b) < 0 || a.project_level ||
 	    b.project_level || !a.rel[0] || !b.rel[0] || strcmp(a.project, b.project) != 0 ||
 	    strcmp(a.stage, b.stage) != 0)
 		return -EXDEV; /* a stage is one folder: tools copy across folders instead */
@@ -371,7 +328,7 @@ int stagefs_op_unlink(const char *path)
 	struct sf_err err = {0};
 	struct where w;
 	struct node n;
-	int r = where_of(path, &w);
+	int r = stagefs_where(path, &w);
 
 	if (r == 0 && (r = blocked(w.project)) < 0)
 		return r;
@@ -435,7 +392,7 @@ int stagefs_op_rmdir(const char *path)
 	struct stage_list l = {0};
 	struct where w;
 	struct node n;
-	int r = where_of(path, &w);
+	int r = stagefs_where(path, &w);
 
 	if (r < 0)
 		return -EBUSY;
@@ -480,7 +437,7 @@ static int meta_change(const char *path, int (*apply)(struct pending_stage *, co
 	struct node n;
 	int r;
 
-	if (where_of(path, &w) == 0 && (r = blocked(w.project)) < 0)
+	if (stagefs_where(path, &w) == 0 && (r = blocked(w.project)) < 0)
 		return r;
 	r = stagefs_resolve(path, &n, &err);
 	if (r < 0)
@@ -525,7 +482,7 @@ int stagefs_op_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 
 	if (pf)
 		return pending_file_truncate(pf, size);
-	if (where_of(path, &w) == 0 && (r = blocked(w.project)) < 0)
+	if (stagefs_where(path, &w) == 0 && (r = blocked(w.project)) < 0)
 		return r;
 	r = stagefs_resolve(path, &n, &err);
 	if (r < 0)
