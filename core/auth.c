@@ -431,21 +431,9 @@ bad:
 	return NULL;
 }
 
-static bool is_tchar(unsigned char c)
-{
-	return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
 static bool is_token68_char(unsigned char c)
 {
 	return isalnum(c) || (c && strchr("-._~+/", c));
-}
-
-static const char *skip_ows(const char *p)
-{
-	while (*p == ' ' || *p == '\t')
-		p++;
-	return p;
 }
 
 /* At a list element after a comma: true when it starts a new challenge (a scheme not followed
@@ -454,9 +442,9 @@ static bool starts_challenge(const char *p)
 {
 	const char *n = p;
 
-	while (is_tchar((unsigned char)*n))
+	while (http_is_tchar((unsigned char)*n))
 		n++;
-	return *skip_ows(n) != '=';
+	return *http_skip_ows(n) != '=';
 }
 
 /* The auth-params of one challenge from p (after the scheme and its SP). Returns the position
@@ -474,17 +462,17 @@ static const char *parse_params(const char *p, struct auth_challenge *c)
 			q++;
 		if (!*q)
 			return q;
-		if (q != p && *skip_ows(p) == ',' && starts_challenge(q))
+		if (q != p && *http_skip_ows(p) == ',' && starts_challenge(q))
 			return p;
 		p = q;
 		name = p;
-		while (is_tchar((unsigned char)*p))
+		while (http_is_tchar((unsigned char)*p))
 			p++;
 		nlen = (size_t)(p - name);
-		p = skip_ows(p);
+		p = http_skip_ows(p);
 		if (nlen == 0 || *p != '=')
 			return NULL;
-		p = skip_ows(p + 1);
+		p = http_skip_ows(p + 1);
 		p = parse_param_value(p, &val);
 		if (!p)
 			return NULL;
@@ -500,7 +488,7 @@ static const char *parse_params(const char *p, struct auth_challenge *c)
 		} else {
 			free(val);
 		}
-		p = skip_ows(p);
+		p = http_skip_ows(p);
 		if (*p && *p != ',')
 			return NULL;
 	}
@@ -528,7 +516,7 @@ int auth_parse_challenge(const char *value, struct auth_challenge *ret)
 		if (!*p)
 			break;
 		s = p;
-		while (is_tchar((unsigned char)*p))
+		while (http_is_tchar((unsigned char)*p))
 			p++;
 		c = (struct auth_challenge){0};
 		if (p - s == 5 && strncasecmp(s, "Basic", 5) == 0)
@@ -538,13 +526,13 @@ int auth_parse_challenge(const char *value, struct auth_challenge *ret)
 		if (p == s || (*p && *p != ' ' && *p != ','))
 			goto bad;
 		if (*p == ' ') {
-			const char *t = skip_ows(p), *e = t;
+			const char *t = http_skip_ows(p), *e = t;
 			while (is_token68_char((unsigned char)*e))
 				e++;
 			if (e != t) {
 				while (*e == '=')
 					e++;
-				e = skip_ows(e);
+				e = http_skip_ows(e);
 			}
 			if (e != t && (!*e || *e == ',')) {
 				/* token68 (Negotiate, NTLM): Basic and Bearer take params only. */

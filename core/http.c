@@ -146,7 +146,7 @@ static bool is_ows(char c)
 	return c == ' ' || c == '\t';
 }
 
-static const char *skip_ows(const char *p)
+const char *http_skip_ows(const char *p)
 {
 	while (is_ows(*p))
 		p++;
@@ -161,8 +161,7 @@ static bool at_end(const char *p)
 	return !*p;
 }
 
-/* tchar of RFC 9110 section 5.6.2. */
-static bool is_tchar(unsigned char c)
+bool http_is_tchar(unsigned char c)
 {
 	return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
 }
@@ -176,7 +175,7 @@ long http_parse_retry_after_at(const char *v, time_t now)
 
 	if (!v)
 		return -1;
-	v = skip_ows(v);
+	v = http_skip_ows(v);
 	if (!isdigit((unsigned char)*v)) {
 		if (http_parse_date(v, &when) < 0)
 			return -1;
@@ -260,7 +259,7 @@ int http_parse_date(const char *v, time_t *ret)
 
 	if (!v)
 		return -EINVAL;
-	p = skip_ows(v);
+	p = http_skip_ows(v);
 	if (name_index(&p, day_names_long, 7) >= 0) {
 		/* RFC 850: "Sunday, 06-Nov-94 08:49:37 GMT" */
 		if (!lit(&p, ", ") || (tm.tm_mday = digits(&p, 2)) < 0 || !lit(&p, "-") ||
@@ -320,7 +319,7 @@ int64_t http_parse_content_length(const char *v)
 	/* 1#( 1*DIGIT ), every element the same; empty list elements are tolerated (5.6.1). */
 	for (const char *p = v;;) {
 		int64_t n = 0;
-		p = skip_ows(p);
+		p = http_skip_ows(p);
 		if (*p == ',') {
 			p++;
 			continue;
@@ -337,7 +336,7 @@ int64_t http_parse_content_length(const char *v)
 		if (got >= 0 && n != got)
 			return -1;
 		got = n;
-		p = skip_ows(p);
+		p = http_skip_ows(p);
 		if (!at_end(p) && *p != ',')
 			return -1;
 	}
@@ -367,7 +366,7 @@ int http_parse_content_range(const char *v, struct http_content_range *ret)
 
 	if (!v)
 		return -EINVAL;
-	p = skip_ows(v);
+	p = http_skip_ows(v);
 	if (strncasecmp(p, "bytes", 5) != 0 || p[5] != ' ')
 		return -EINVAL;
 	p += 6;
@@ -417,32 +416,32 @@ int http_parse_media_type(const char *v, char **ret)
 
 	if (!v)
 		return -EINVAL;
-	type = p = skip_ows(v);
-	while (is_tchar((unsigned char)*p))
+	type = p = http_skip_ows(v);
+	while (http_is_tchar((unsigned char)*p))
 		p++;
 	if (p == type || *p != '/')
 		return -EINVAL;
 	p++;
-	if (!is_tchar((unsigned char)*p))
+	if (!http_is_tchar((unsigned char)*p))
 		return -EINVAL;
-	while (is_tchar((unsigned char)*p))
+	while (http_is_tchar((unsigned char)*p))
 		p++;
 	out = strndup(type, (size_t)(p - type));
 	if (!out)
 		return -ENOMEM;
 	/* parameters: *( OWS ";" OWS [ name "=" ( token / quoted-string ) ] ) */
 	for (;;) {
-		p = skip_ows(p);
+		p = http_skip_ows(p);
 		if (!*p || *p == '\r' || *p == '\n')
 			break;
 		if (*p++ != ';')
 			goto bad;
-		p = skip_ows(p);
+		p = http_skip_ows(p);
 		if (!*p || *p == ';' || *p == '\r' || *p == '\n')
 			continue;
-		if (!is_tchar((unsigned char)*p))
+		if (!http_is_tchar((unsigned char)*p))
 			goto bad;
-		while (is_tchar((unsigned char)*p))
+		while (http_is_tchar((unsigned char)*p))
 			p++;
 		if (*p++ != '=')
 			goto bad;
@@ -451,9 +450,9 @@ int http_parse_media_type(const char *v, char **ret)
 			if (!p)
 				goto bad;
 		} else {
-			if (!is_tchar((unsigned char)*p))
+			if (!http_is_tchar((unsigned char)*p))
 				goto bad;
-			while (is_tchar((unsigned char)*p))
+			while (http_is_tchar((unsigned char)*p))
 				p++;
 		}
 	}
@@ -478,7 +477,7 @@ int http_parse_digest(const char *v, char ret[DIGEST_LEN])
 	if (!v)
 		return -EINVAL;
 	/* algorithm = component *( [+._-] component ), component = [a-z0-9]+ */
-	alg = p = skip_ows(v);
+	alg = p = http_skip_ows(v);
 	for (; *p && *p != ':'; p++) {
 		if (islower((unsigned char)*p) || isdigit((unsigned char)*p))
 			sep = false;

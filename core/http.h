@@ -146,6 +146,11 @@ int http_parse_media_type(const char *value, char **ret);
  * (two different values combined, upper-case sha256 hex, junk). */
 int http_parse_digest(const char *value, char ret[DIGEST_LEN]);
 
+/* RFC 9110 grammar shared by the header parsers (http.c, auth.c, registry.c): whether c is a
+ * tchar (section 5.6.2), and p past optional white space (spaces and tabs, section 5.6.3). */
+bool http_is_tchar(unsigned char c);
+const char *http_skip_ows(const char *p);
+
 /* True when two absolute URLs have the same scheme, host and port. */
 bool http_same_origin(const char *a, const char *b);
 

@@ -353,18 +353,6 @@ void registry_free(struct registry *r)
 	free(r);
 }
 
-static bool link_tchar(unsigned char c)
-{
-	return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
-static const char *link_ows(const char *p)
-{
-	while (*p == ' ' || *p == '\t')
-		p++;
-	return p;
-}
-
 /* A relation-types value ("next", "prev next", unquoted already) holds "next". */
 static bool rel_has_next(const char *v, size_t n)
 {
@@ -434,23 +422,23 @@ char *registry_parse_link_next(const char *link)
 		gt = strchr(url, '>');
 		if (!gt)
 			return NULL;
-		p = link_ows(gt + 1);
+		p = http_skip_ows(gt + 1);
 		while (*p == ';') {
 			const char *name;
 			size_t nlen;
 			char *val = NULL;
 
-			p = link_ows(p + 1);
+			p = http_skip_ows(p + 1);
 			name = p;
-			while (link_tchar((unsigned char)*p))
+			while (http_is_tchar((unsigned char)*p))
 				p++;
 			nlen = (size_t)(p - name);
-			p = link_ows(p);
+			p = http_skip_ows(p);
 			if (*p == '=') {
-				p = link_param_value(link_ows(p + 1), &val);
+				p = link_param_value(http_skip_ows(p + 1), &val);
 				if (!p)
 					return NULL;
-				p = link_ows(p);
+				p = http_skip_ows(p);
 			}
 			if (nlen == 3 && strncasecmp(name, "rel", 3) == 0 && !rel_seen) {
 				rel_seen = true;
@@ -695,6 +683,16 @@ out:
 	return rc;
 }
 
+/* /v2/REPO/blobs/DIGEST of a well-formed digest. */
+static int blob_url(struct registry *r, const char *digest, char **ret, struct sf_err *err)
+{
+	if (!name_digest_valid(digest))
+		return err_set(err, -EINVAL, "bad digest '%s'", digest);
+	if (asprintf(ret, "%s/v2/%s/blobs/%s", r->base, r->repo, digest) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
 int registry_get_blob(struct registry *r, const char *digest, uint64_t offset, http_sink_fn sink,
 		      void *userdata, struct sf_err *err)
 {
@@ -703,10 +701,8 @@ int registry_get_blob(struct registry *r, const char *digest, uint64_t offset, h
 	char *url = NULL;
 	int rc;
 
-	if (!name_digest_valid(digest))
-		return err_set(err, -EINVAL, "bad digest '%s'", digest);
-	if (asprintf(&url, "%s/v2/%s/blobs/%s", r->base, r->repo, digest) < 0)
-		return -ENOMEM;
+	if ((rc = blob_url(r, digest, &url, err)) < 0)
+		return rc;
 	req.url = url;
 	if (offset) {
 		req.has_range = true;
@@ -784,10 +780,8 @@ int registry_has_blob(struct registry *r, const char *digest, uint64_t *ret_size
 	char *url = NULL;
 	int rc;
 
-	if (!name_digest_valid(digest))
-		return err_set(err, -EINVAL, "bad digest '%s'", digest);
-	if (asprintf(&url, "%s/v2/%s/blobs/%s", r->base, r->repo, digest) < 0)
-		return -ENOMEM;
+	if ((rc = blob_url(r, digest, &url, err)) < 0)
+		return rc;
 	req.url = url;
 	rc = request(r, &req, ACT_PULL, &resp, err);
 	if (rc < 0) {
