@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "format.h"
 #include "name.h"
 #include "pool.h"
 #include "progress.h"
@@ -112,14 +113,6 @@ static int collect(const struct stagectl *c, const char *root, bool local,
 	return 0;
 }
 
-static void fmt_time(uint64_t ms, char *buf, size_t n)
-{
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static int ls_projects(const struct stagectl *c, const char *root)
 {
 	struct stage_names projects = {0};
@@ -179,14 +172,21 @@ int inspect_ls(struct stagectl *c, const char *storage)
 	sort_ctx = &rs;
 	qsort(rs.v, rs.n, sizeof(*rs.v), cmp_row);
 	json_t *arr = json_array();
+	/* the name column as wide as its longest name: PROJECT/ only with several projects */
+	int width = 5;
+	for (size_t i = 0; i < rs.n; i++) {
+		size_t w =
+		    strlen(rs.v[i].stage) + (c->n_projects > 1 ? strlen(rs.v[i].project) + 1 : 0);
+		if (w > (size_t)width && w < 1000)
+			width = (int)w;
+	}
 	if (!c->json)
-		printf("%-*s  %-20s  %10s  %s\n", local && c->n_projects > 1 ? 0 : 0, "STAGE",
-		       "CREATED", "SIZE", "IMAGE ID");
+		printf("%-*s  %-20s  %12s  %s\n", width, "STAGE", "CREATED", "SIZE", "IMAGE ID");
 	status = STAGECTL_OK;
 	for (size_t i = 0; i < rs.n; i++) {
 		struct row *w = &rs.v[i];
 		char t[32], name[PATH_MAX];
-		fmt_time(w->created_ms, t, sizeof(t));
+		format_time_ms(w->created_ms, t, sizeof(t));
 		snprintf(name, sizeof(name), "%s%s%s", c->n_projects > 1 ? w->project : "",
 			 c->n_projects > 1 ? "/" : "", w->stage);
 		if (w->r < 0)
@@ -204,10 +204,10 @@ int inspect_ls(struct stagectl *c, const char *storage)
 			}
 			json_array_append_new(arr, o);
 		} else if (w->r == 0) {
-			printf("%s  %-20s  %10" PRIu64 "  %s\n", name, t, w->meta.size,
+			printf("%-*s  %-20s  %12" PRIu64 "  %s\n", width, name, t, w->meta.size,
 			       w->meta.image_id);
 		} else {
-			printf("%s  %-20s  %10s  error: %s\n", name, t, "-", w->error);
+			printf("%-*s  %-20s  %12s  error: %s\n", width, name, t, "-", w->error);
 		}
 	}
 	if (c->json) {

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "format.h"
 #include "interrupt.h"
 #include "progress.h"
 #include "stage.h"
@@ -328,7 +329,7 @@ void sync_report_print(const struct sync_report *r, const char *from, const char
 	for (size_t i = 0; i < r->n_failures; i++)
 		fprintf(f, "failed %s: %s\n", r->failures[i].name, r->failures[i].reason);
 	char sz[32];
-	fprintf(f, "%s in %.2f s%s\n", progress_size(r->bytes, sz, sizeof(sz)), r->seconds,
+	fprintf(f, "%s in %.2f s%s\n", format_size(r->bytes, sz, sizeof(sz)), r->seconds,
 		r->interrupted ? " (interrupted)" : "");
 	fflush(f);
 }
