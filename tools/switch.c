@@ -89,13 +89,13 @@ int switch_from_local(struct stagectl *c)
 		fprintf(stderr, "stagectl: werf's block file: %s\n", err_msg(&err, r));
 		goto out;
 	}
-	if (!(local = stagectl_mount(c, ":local", STAGECTL_RW_SWITCH)) ||
-	    !(remote = stagectl_mount(c, repo, STAGECTL_RW)))
+	if (!(remote = stagectl_mount(c, repo, STAGECTL_RW)))
 		goto out;
 
 	if (!cont) {
 		/* Step 2: sync :local -> REPO under the shared project lock, builds go on. */
-		if (!(lock = stagectl_lock(c, project, WERF_LOCK_SHARED)))
+		if (!(local = stagectl_mount(c, ":local", STAGECTL_RO)) ||
+		    !(lock = stagectl_lock(c, project, WERF_LOCK_SHARED)))
 			goto out;
 		r = run_sync(c, local, true, remote, false, false,
 			     "step 1/3: copying the local stages to the repository (builds go on)",
@@ -115,6 +115,11 @@ int switch_from_local(struct stagectl *c)
 		"then blocking :local\n",
 		project);
 	if (!(lock = stagectl_lock(c, project, WERF_LOCK_EXCLUSIVE)))
+		goto out;
+	/* A :local mount started now, under the exclusive lock: its listing (kept for the
+	 * mount's ttl) has every stage built while step 2 ran or while we waited, and no build
+	 * can add one any more. Step 2's mount may still list what it saw before. */
+	if (!(local = stagectl_mount(c, ":local", STAGECTL_RW_SWITCH)))
 		goto out;
 	/* Step 4: the block file, werf's format, under werf's block lock. */
 	if (!cont) {
