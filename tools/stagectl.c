@@ -133,6 +133,16 @@ struct werf_lock *stagectl_lock(const struct stagectl *c, const char *project,
 	return l;
 }
 
+void stagectl_json_print(json_t *o, size_t flags, FILE *f)
+{
+	if (o)
+		json_dumpf(o, f, flags);
+	else
+		fputs("null", f);
+	fputc('\n', f);
+	json_decref(o);
+}
+
 static int check_storage(const char *what, const char *s)
 {
 	struct addr a;

@@ -52,9 +52,7 @@ static void print_json(const char *cmd, const char *project, const char *repo, b
 {
 	json_t *o = json_pack("{s:s,s:s,s:s,s:b,s:s}", "command", cmd, "project", project, "repo",
 			      repo, "ok", ok, "state", state);
-	json_dumpf(o, stdout, JSON_COMPACT);
-	putchar('\n');
-	json_decref(o);
+	stagectl_json_print(o, JSON_COMPACT, stdout);
 }
 
 int switch_from_local(struct stagectl *c)
@@ -154,10 +152,8 @@ int switch_from_local(struct stagectl *c)
 		goto out;
 	}
 	{
-		char dir[PATH_MAX];
 		struct stage_names left = {0};
-		snprintf(dir, sizeof(dir), "%s/%s", local, project);
-		if (stage_list(dir, &left, &err) == 0 && left.n > 0) {
+		if (stage_list_in(local, true, project, &left, &err) == 0 && left.n > 0) {
 			fprintf(stderr, "stagectl: %zu local stages of %s remain; run again\n",
 				left.n, project);
 			stage_names_done(&left);

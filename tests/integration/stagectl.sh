@@ -150,7 +150,7 @@ assert_eq "$want" "$(sc ls :local)" "ls :local lists projects"
 assert_eq '[{"project":"beta","stages":1},{"project":"myproject","stages":3}]' "$(sc ls :local --json | jq -c .)" "ls :local --json"
 out=$(sc verify --from :local --to "$REPO" --project myproject)
 assert_eq "verify :local -> $REPO: 3 stages checked, 0 missing, 0 different, 0 errors: OK" "$out" "verify text"
-assert_eq "" "$(save_events "$since")" "ls and verify of :local exported no image"
+assert_eq "" "$(save_events "$since")" "ls and verify of :local exported no image (stages: $I1 $I2 $I3)"
 no_mounts_left "ls exact"
 h_pass "ls: exact text and JSON sorted by name, time and size (and reversed) on :local and the repository; ls :local lists projects; ls and verify export nothing"
 
