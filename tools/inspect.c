@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "format.h"
 #include "name.h"
 #include "pool.h"
 #include "progress.h"
@@ -35,29 +36,31 @@ struct rows {
 	bool reverse;
 };
 
+/* The image ID and size of a row's stage in the mount at root; err's message starts with what. */
+static int read_meta(const char *root, bool local, const struct row *w, const char *what,
+		     struct stage_meta *ret, struct sf_err *err)
+{
+	char dir[PATH_MAX];
+	int r = stage_dir(dir, sizeof(dir), root, local, w->project, w->stage);
+
+	if (r < 0)
+		r = err_set(err, r, "%s/%s: path too long", root, w->stage);
+	else
+		r = stage_read_meta(dir, ret, err);
+	if (r < 0)
+		err_prefix(err, "%s", what);
+	return r;
+}
+
 static void read_row(size_t i, void *ud)
 {
 	struct rows *rs = ud;
 	struct row *w = &rs->v[i];
-	char dir[PATH_MAX];
 	struct sf_err err = {0};
 
-	if (rs->local_a)
-		snprintf(dir, sizeof(dir), "%s/%s/%s", rs->root_a, w->project, w->stage);
-	else
-		snprintf(dir, sizeof(dir), "%s/%s", rs->root_a, w->stage);
-	w->r = stage_read_meta(dir, &w->meta, &err);
-	if (w->r == 0 && rs->root_b && !w->missing) {
-		if (rs->local_b)
-			snprintf(dir, sizeof(dir), "%s/%s/%s", rs->root_b, w->project, w->stage);
-		else
-			snprintf(dir, sizeof(dir), "%s/%s", rs->root_b, w->stage);
-		w->r = stage_read_meta(dir, &w->other, &err);
-		if (w->r < 0)
-			err_prefix(&err, "target: ");
-	} else if (w->r < 0) {
-		err_prefix(&err, "source: ");
-	}
+	w->r = read_meta(rs->root_a, rs->local_a, w, "source: ", &w->meta, &err);
+	if (w->r == 0 && rs->root_b && !w->missing)
+		w->r = read_meta(rs->root_b, rs->local_b, w, "target: ", &w->other, &err);
 	if (w->r < 0)
 		w->error = strdup(err_msg(&err, w->r));
 }
@@ -87,11 +90,7 @@ static int collect(const struct stagectl *c, const char *root, bool local,
 	size_t total = 0;
 
 	for (size_t k = 0; k < c->n_projects; k++) {
-		char dir[PATH_MAX];
-		snprintf(dir, sizeof(dir), "%s/%s", root, local ? c->projects[k] : "");
-		int r = stage_list(dir, &lists[k], &err);
-		if (r == -ENOENT && local)
-			r = 0;
+		int r = stage_list_in(root, local, c->projects[k], &lists[k], &err);
 		if (r < 0) {
 			fprintf(stderr, "stagectl: listing %s: %s\n", c->projects[k],
 				err_msg(&err, r));
@@ -112,14 +111,6 @@ static int collect(const struct stagectl *c, const char *root, bool local,
 	return 0;
 }
 
-static void fmt_time(uint64_t ms, char *buf, size_t n)
-{
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static int ls_projects(const struct stagectl *c, const char *root)
 {
 	struct stage_names projects = {0};
@@ -135,10 +126,8 @@ static int ls_projects(const struct stagectl *c, const char *root)
 	if (!c->json)
 		printf("%-50s %s\n", "PROJECT", "STAGES");
 	for (size_t i = 0; i < projects.n; i++) {
-		char dir[PATH_MAX];
 		struct stage_names l = {0};
-		snprintf(dir, sizeof(dir), "%s/%s", root, projects.v[i]);
-		if (stage_list(dir, &l, &err) < 0)
+		if (stage_list_in(root, true, projects.v[i], &l, &err) < 0)
 			fprintf(stderr, "stagectl: %s: %s\n", projects.v[i], err.msg);
 		if (c->json)
 			json_array_append_new(arr, json_pack("{s:s,s:I}", "project", projects.v[i],
@@ -147,11 +136,10 @@ static int ls_projects(const struct stagectl *c, const char *root)
 			printf("%-50s %zu\n", projects.v[i], l.n);
 		stage_names_done(&l);
 	}
-	if (c->json) {
-		json_dumpf(arr, stdout, JSON_INDENT(2));
-		putchar('\n');
-	}
-	json_decref(arr);
+	if (c->json)
+		stagectl_json_print(arr, JSON_INDENT(2), stdout);
+	else
+		json_decref(arr);
 	stage_names_done(&projects);
 	return STAGECTL_OK;
 }
@@ -179,14 +167,21 @@ int inspect_ls(struct stagectl *c, const char *storage)
 	sort_ctx = &rs;
 	qsort(rs.v, rs.n, sizeof(*rs.v), cmp_row);
 	json_t *arr = json_array();
+	/* the name column as wide as its longest name: PROJECT/ only with several projects */
+	int width = 5;
+	for (size_t i = 0; i < rs.n; i++) {
+		size_t w =
+		    strlen(rs.v[i].stage) + (c->n_projects > 1 ? strlen(rs.v[i].project) + 1 : 0);
+		if (w > (size_t)width && w < 1000)
+			width = (int)w;
+	}
 	if (!c->json)
-		printf("%-*s  %-20s  %10s  %s\n", local && c->n_projects > 1 ? 0 : 0, "STAGE",
-		       "CREATED", "SIZE", "IMAGE ID");
+		printf("%-*s  %-20s  %12s  %s\n", width, "STAGE", "CREATED", "SIZE", "IMAGE ID");
 	status = STAGECTL_OK;
 	for (size_t i = 0; i < rs.n; i++) {
 		struct row *w = &rs.v[i];
 		char t[32], name[PATH_MAX];
-		fmt_time(w->created_ms, t, sizeof(t));
+		format_time_ms(w->created_ms, t, sizeof(t));
 		snprintf(name, sizeof(name), "%s%s%s", c->n_projects > 1 ? w->project : "",
 			 c->n_projects > 1 ? "/" : "", w->stage);
 		if (w->r < 0)
@@ -204,17 +199,16 @@ int inspect_ls(struct stagectl *c, const char *storage)
 			}
 			json_array_append_new(arr, o);
 		} else if (w->r == 0) {
-			printf("%s  %-20s  %10" PRIu64 "  %s\n", name, t, w->meta.size,
+			printf("%-*s  %-20s  %12" PRIu64 "  %s\n", width, name, t, w->meta.size,
 			       w->meta.image_id);
 		} else {
-			printf("%s  %-20s  %10s  error: %s\n", name, t, "-", w->error);
+			printf("%-*s  %-20s  %12s  error: %s\n", width, name, t, "-", w->error);
 		}
 	}
-	if (c->json) {
-		json_dumpf(arr, stdout, JSON_INDENT(2));
-		putchar('\n');
-	}
-	json_decref(arr);
+	if (c->json)
+		stagectl_json_print(arr, JSON_INDENT(2), stdout);
+	else
+		json_decref(arr);
 out:
 	for (size_t i = 0; i < rs.n; i++)
 		free(rs.v[i].error);
@@ -244,10 +238,8 @@ int inspect_verify(struct stagectl *c)
 	if (!lists || !other || collect(c, a, la, lists, &rs) < 0)
 		goto out;
 	for (size_t k = 0; k < c->n_projects; k++) {
-		char dir[PATH_MAX];
-		snprintf(dir, sizeof(dir), "%s/%s", b, lb ? c->projects[k] : "");
-		int r = stage_list(dir, &other[k], &err);
-		if (r < 0 && !(r == -ENOENT && lb)) {
+		int r = stage_list_in(b, lb, c->projects[k], &other[k], &err);
+		if (r < 0) {
 			fprintf(stderr, "stagectl: listing %s: %s\n", c->to, err_msg(&err, r));
 			goto out;
 		}
@@ -300,9 +292,7 @@ int inspect_verify(struct stagectl *c)
 				      c->to, "ok", status == STAGECTL_OK, "checked",
 				      (json_int_t)rs.n, "missing", (json_int_t)missing, "different",
 				      (json_int_t)bad, "errors", (json_int_t)errors, "stages", arr);
-		json_dumpf(o, stdout, JSON_INDENT(2));
-		putchar('\n');
-		json_decref(o);
+		stagectl_json_print(o, JSON_INDENT(2), stdout);
 	} else {
 		json_decref(arr);
 		printf("verify %s -> %s: %zu stages checked, %zu missing, %zu different, %zu "

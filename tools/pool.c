@@ -30,9 +30,10 @@ void pool_run(size_t n, int jobs, pool_fn *fn, void *userdata)
 		jobs = 1;
 	if ((size_t)jobs > n)
 		jobs = (int)n;
-	th = jobs > 1 ? calloc((size_t)jobs, sizeof(*th)) : NULL;
+	/* the calling thread is one of the jobs */
+	th = jobs > 1 ? calloc((size_t)jobs - 1, sizeof(*th)) : NULL;
 	if (th)
-		for (; started < jobs; started++)
+		for (; started < jobs - 1; started++)
 			if (pthread_create(&th[started], NULL, work, &p) != 0)
 				break;
 	work(&p);

@@ -1,5 +1,5 @@
-/* pool: run fn(i) for i in [0, n) on up to `jobs` threads (a shared counter hands out work).
- * Returns when all ran. fn must be thread-safe. */
+/* pool: run fn(i) for i in [0, n) on up to `jobs` threads, the caller's included (a shared
+ * counter hands out work in order). Returns when all ran. fn must be thread-safe. */
 #pragma once
 
 #include <stddef.h>

@@ -1,6 +1,8 @@
 /* progress: bars on a terminal, one line per stage elsewhere. */
 #include "progress.h"
 
+#include "format.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -34,55 +36,14 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-const char *progress_size(uint64_t bytes, char *buf, size_t n)
-{
-	static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-	double v = (double)bytes;
-	int u = 0;
-
-	while (v >= 1024 && u < 4) {
-		v /= 1024;
-		u++;
-	}
-	if (u == 0)
-		snprintf(buf, n, "%llu B", (unsigned long long)bytes);
-	else
-		snprintf(buf, n, "%.1f %s", v, unit[u]);
-	return buf;
-}
-
-static void fmt_duration(double s, char *buf, size_t n)
-{
-	long t = (long)(s + 0.5);
-	if (t >= 3600)
-		snprintf(buf, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
-	else if (t >= 60)
-		snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
-	else
-		snprintf(buf, n, "%lds", t);
-}
-
 /* Draw the bar (lock held). */
 static void draw(struct progress *p)
 {
-	char bar[31], sz[32], rate[32], eta[32] = "--";
-	double el = now_s() - p->start;
-	uint64_t b = atomic_load(&p->bytes);
-	size_t fill = p->total ? p->done * 30 / p->total : 30;
+	char line[256];
 
-	for (size_t i = 0; i < 30; i++)
-		bar[i] = i < fill ? '#' : '-';
-	bar[30] = '\0';
-	progress_size(el > 0.05 ? (uint64_t)((double)b / el) : 0, rate, sizeof(rate));
-	if (p->done > 0 && p->done < p->total)
-		fmt_duration(el * (double)(p->total - p->done) / (double)p->done, eta, sizeof(eta));
-	else if (p->done == p->total)
-		fmt_duration(el, eta, sizeof(eta));
-	fprintf(stderr, "\r\033[K[%s] %zu/%zu stages  %s  %s/s  %s %s%s", bar, p->done, p->total,
-		progress_size(b, sz, sizeof(sz)), rate, p->done == p->total ? "in" : "ETA", eta,
-		p->failed ? "  FAILED: " : "");
-	if (p->failed)
-		fprintf(stderr, "%zu", p->failed);
+	format_bar(line, sizeof(line), p->done, p->total, atomic_load(&p->bytes),
+		   now_s() - p->start, p->failed);
+	fprintf(stderr, "\r\033[K%s", line);
 	fflush(stderr);
 	p->drawn = true;
 }
@@ -150,10 +111,10 @@ void progress_stage(struct progress *p, const char *name, const char *error)
 	if (error)
 		p->failed++;
 	if (p->mode == MODE_LINES) {
-		if (error)
-			fprintf(stderr, "%5zu/%zu failed %s: %s\n", p->done, p->total, name, error);
-		else
-			fprintf(stderr, "%5zu/%zu %s %s\n", p->done, p->total, p->verb, name);
+		char line[8192];
+		fprintf(
+		    stderr, "%s\n",
+		    format_stage_line(line, sizeof(line), p->done, p->total, p->verb, name, error));
 	} else if (p->mode == MODE_BARS && error) {
 		fprintf(stderr, "\r\033[Kfailed %s: %s\n", name, error);
 		draw(p);

@@ -26,6 +26,3 @@ void progress_stage(struct progress *p, const char *name, const char *error);
 
 /* Stop the bar (final redraw and newline) and free. */
 void progress_free(struct progress *p);
-
-/* Human size: "1.2 GiB" into buf. */
-const char *progress_size(uint64_t bytes, char *buf, size_t n);

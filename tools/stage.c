@@ -432,3 +432,28 @@ int stage_path(char *buf, size_t n, const char *dir, const char *name)
 	}
 	return 0;
 }
+
+int stage_dir(char *buf, size_t n, const char *root, bool local, const char *project,
+	      const char *stage)
+{
+	char proj[PATH_MAX];
+
+	if (!local)
+		return stage_path(buf, n, root, stage);
+	if (stage_path(proj, sizeof(proj), root, project) < 0)
+		return -ENAMETOOLONG;
+	return stage_path(buf, n, proj, stage);
+}
+
+int stage_list_in(const char *root, bool local, const char *project, struct stage_names *ret,
+		  struct sf_err *err)
+{
+	char dir[PATH_MAX];
+	int r;
+
+	*ret = (struct stage_names){0};
+	if (stage_dir(dir, sizeof(dir), root, local, project, "") < 0)
+		return err_set(err, -ENAMETOOLONG, "%s/%s: path too long", root, project);
+	r = stage_list(dir, ret, err);
+	return r == -ENOENT && local ? 0 : r;
+}

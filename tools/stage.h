@@ -24,6 +24,12 @@ struct stage_names {
  * -ENOENT when dir does not exist (callers may treat it as empty); -errno of opendir/readdir. */
 int stage_list(const char *dir, struct stage_names *ret, struct sf_err *err);
 
+/* The stages of project in the mount at root (the folder stage_dir names, listed with
+ * stage_list); on :local (local true) a project with no folder has none. Same returns, and
+ * -ENAMETOOLONG. */
+int stage_list_in(const char *root, bool local, const char *project, struct stage_names *ret,
+		  struct sf_err *err);
+
 /* The sub-directories of dir that are werf project names, sorted. Same returns. */
 int stage_list_projects(const char *dir, struct stage_names *ret, struct sf_err *err);
 
@@ -59,3 +65,9 @@ int stage_remove(const char *dir, struct sf_err *err);
 
 /* "dir/name" into buf (n bytes); "dir" alone when name is "". 0 or -ENAMETOOLONG. */
 int stage_path(char *buf, size_t n, const char *dir, const char *name);
+
+/* A stage's folder in a mount, into buf (n bytes): ROOT/PROJECT/STAGE for :local (local true),
+ * ROOT/STAGE for a registry mount (one project per repository); stage "" gives the folder that
+ * holds the project's stages. 0 or -ENAMETOOLONG. */
+int stage_dir(char *buf, size_t n, const char *root, bool local, const char *project,
+	      const char *stage);

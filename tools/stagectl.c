@@ -12,6 +12,7 @@
 
 #include "addr.h"
 #include "config.h"
+#include "defaults.h"
 #include "interrupt.h"
 #include "mounts.h"
 #include "name.h"
@@ -48,44 +49,6 @@ static void usage(FILE *f)
 bool stagectl_is_local(const char *storage)
 {
 	return strcmp(storage, WERF_LOCAL_ADDRESS) == 0;
-}
-
-/* project: of werf.yaml in dir (top-level key), into ret. 0, -ENOENT, -EINVAL. */
-static int werf_yaml_project(const char *dir, char *ret, size_t n)
-{
-	char path[PATH_MAX];
-	FILE *f;
-	char *line = NULL;
-	size_t cap = 0;
-	int r = -ENOENT;
-
-	snprintf(path, sizeof(path), "%s/werf.yaml", dir ? dir : ".");
-	if (!(f = fopen(path, "re"))) {
-		snprintf(path, sizeof(path), "%s/werf.yml", dir ? dir : ".");
-		if (!(f = fopen(path, "re")))
-			return -ENOENT;
-	}
-	while (getline(&line, &cap, f) > 0) {
-		if (strncmp(line, "project:", 8) != 0)
-			continue;
-		char *v = line + 8, *e;
-		while (*v == ' ' || *v == '\t')
-			v++;
-		if (*v == '"' || *v == '\'') {
-			char q = *v++;
-			e = strchr(v, q);
-		} else {
-			e = v + strcspn(v, " \t\r\n#");
-		}
-		if (!e)
-			break;
-		*e = '\0';
-		r = snprintf(ret, n, "%s", v) < (int)n && name_project_valid(ret) ? 0 : -EINVAL;
-		break;
-	}
-	free(line);
-	fclose(f);
-	return r;
 }
 
 const char *stagectl_mount(const struct stagectl *c, const char *storage,
@@ -170,6 +133,16 @@ struct werf_lock *stagectl_lock(const struct stagectl *c, const char *project,
 	return l;
 }
 
+void stagectl_json_print(json_t *o, size_t flags, FILE *f)
+{
+	if (o)
+		json_dumpf(o, f, flags);
+	else
+		fputs("null", f);
+	fputc('\n', f);
+	json_decref(o);
+}
+
 static int check_storage(const char *what, const char *s)
 {
 	struct addr a;
@@ -184,18 +157,10 @@ static int check_storage(const char *what, const char *s)
 	return 0;
 }
 
-/* --to's default: $WERF_STAGES_STORAGE when it names a repository, else
- * $CI_REGISTRY_IMAGE/stages (as `werf ci-env` sets it). */
+/* --to's default (defaults_repo) from the environment. */
 static const char *default_repo(char *buf, size_t n)
 {
-	const char *s = getenv("WERF_STAGES_STORAGE");
-	const char *ci = getenv("CI_REGISTRY_IMAGE");
-
-	if (s && *s && !stagectl_is_local(s))
-		return s;
-	if (ci && *ci && snprintf(buf, n, "%s/stages", ci) < (int)n)
-		return buf;
-	return NULL;
+	return defaults_repo(getenv("WERF_STAGES_STORAGE"), getenv("CI_REGISTRY_IMAGE"), buf, n);
 }
 
 enum {
@@ -430,7 +395,7 @@ static int run(int argc, char *argv[])
 	bool wants_default =
 	    !c.projects_given && !c.all_projects && !(is_ls && stagectl_is_local(positional));
 	if (wants_default) {
-		r = werf_yaml_project(c.dir, project_buf, sizeof(project_buf));
+		r = defaults_project(c.dir, project_buf, sizeof(project_buf));
 		if (r < 0) {
 			fprintf(
 			    stderr,

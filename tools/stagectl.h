@@ -4,6 +4,9 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
+
+#include <jansson.h>
 
 #include "werf.h"
 
@@ -47,6 +50,10 @@ const char *stagectl_mount(const struct stagectl *c, const char *storage,
  * while it waits (Ctrl-C stops the wait). NULL after printing why. */
 struct werf_lock *stagectl_lock(const struct stagectl *c, const char *project,
 				enum werf_lock_mode mode);
+
+/* Print o to f as JSON (jansson's flags: JSON_INDENT(2), JSON_COMPACT) and a newline, then
+ * release o (o NULL: "null"). */
+void stagectl_json_print(json_t *o, size_t flags, FILE *f);
 
 /* The commands (each returns an exit status): sync.c, switch.c, inspect.c. */
 int sync_command(struct stagectl *c);

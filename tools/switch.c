@@ -52,9 +52,7 @@ static void print_json(const char *cmd, const char *project, const char *repo, b
 {
 	json_t *o = json_pack("{s:s,s:s,s:s,s:b,s:s}", "command", cmd, "project", project, "repo",
 			      repo, "ok", ok, "state", state);
-	json_dumpf(o, stdout, JSON_COMPACT);
-	putchar('\n');
-	json_decref(o);
+	stagectl_json_print(o, JSON_COMPACT, stdout);
 }
 
 int switch_from_local(struct stagectl *c)
@@ -89,13 +87,13 @@ int switch_from_local(struct stagectl *c)
 		fprintf(stderr, "stagectl: werf's block file: %s\n", err_msg(&err, r));
 		goto out;
 	}
-	if (!(local = stagectl_mount(c, ":local", STAGECTL_RW_SWITCH)) ||
-	    !(remote = stagectl_mount(c, repo, STAGECTL_RW)))
+	if (!(remote = stagectl_mount(c, repo, STAGECTL_RW)))
 		goto out;
 
 	if (!cont) {
 		/* Step 2: sync :local -> REPO under the shared project lock, builds go on. */
-		if (!(lock = stagectl_lock(c, project, WERF_LOCK_SHARED)))
+		if (!(local = stagectl_mount(c, ":local", STAGECTL_RO)) ||
+		    !(lock = stagectl_lock(c, project, WERF_LOCK_SHARED)))
 			goto out;
 		r = run_sync(c, local, true, remote, false, false,
 			     "step 1/3: copying the local stages to the repository (builds go on)",
@@ -115,6 +113,11 @@ int switch_from_local(struct stagectl *c)
 		"then blocking :local\n",
 		project);
 	if (!(lock = stagectl_lock(c, project, WERF_LOCK_EXCLUSIVE)))
+		goto out;
+	/* A :local mount started now, under the exclusive lock: its listing (kept for the
+	 * mount's ttl) has every stage built while step 2 ran or while we waited, and no build
+	 * can add one any more. Step 2's mount may still list what it saw before. */
+	if (!(local = stagectl_mount(c, ":local", STAGECTL_RW_SWITCH)))
 		goto out;
 	/* Step 4: the block file, werf's format, under werf's block lock. */
 	if (!cont) {
@@ -149,10 +152,8 @@ int switch_from_local(struct stagectl *c)
 		goto out;
 	}
 	{
-		char dir[PATH_MAX];
 		struct stage_names left = {0};
-		snprintf(dir, sizeof(dir), "%s/%s", local, project);
-		if (stage_list(dir, &left, &err) == 0 && left.n > 0) {
+		if (stage_list_in(local, true, project, &left, &err) == 0 && left.n > 0) {
 			fprintf(stderr, "stagectl: %zu local stages of %s remain; run again\n",
 				left.n, project);
 			stage_names_done(&left);

@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "format.h"
 #include "interrupt.h"
+#include "pool.h"
 #include "progress.h"
 #include "stage.h"
 #include "stagectl.h"
@@ -38,7 +39,6 @@ struct run {
 	struct plan *plans;
 	struct item *items;
 	size_t n_items;
-	_Atomic size_t next;
 	_Atomic unsigned long long bytes;
 	struct progress *progress;
 };
@@ -111,16 +111,10 @@ out:
 	progress_stage(run->progress, name, r < 0 ? err_msg(&err, r) : NULL);
 }
 
-static void *worker(void *arg)
+static void run_item(size_t i, void *userdata)
 {
-	struct run *run = arg;
-	for (;;) {
-		size_t i = atomic_fetch_add(&run->next, 1);
-		if (i >= run->n_items)
-			break;
-		do_item(run, &run->items[i]);
-	}
-	return NULL;
+	struct run *run = userdata;
+	do_item(run, &run->items[i]);
 }
 
 static int plan_project(const struct sync_opts *o, size_t k, struct plan *pl, struct sf_err *err)
@@ -128,8 +122,8 @@ static int plan_project(const struct sync_opts *o, size_t k, struct plan *pl, st
 	const char *p = o->projects[k];
 	int r;
 
-	if (stage_path(pl->src_dir, sizeof(pl->src_dir), o->src_root, o->src_local ? p : "") < 0 ||
-	    stage_path(pl->dst_dir, sizeof(pl->dst_dir), o->dst_root, o->dst_local ? p : "") < 0)
+	if (stage_dir(pl->src_dir, sizeof(pl->src_dir), o->src_root, o->src_local, p, "") < 0 ||
+	    stage_dir(pl->dst_dir, sizeof(pl->dst_dir), o->dst_root, o->dst_local, p, "") < 0)
 		return err_set(err, -ENAMETOOLONG, "mount path too long");
 	r = stage_list(pl->src_dir, &pl->src, err);
 	if (r == -ENOENT && o->src_local)
@@ -202,20 +196,9 @@ int sync_run(const struct sync_opts *o, struct sync_report *ret, struct sf_err *
 		goto out;
 	}
 	if (run.n_items) {
-		int jobs = o->jobs < 1 ? 1 : o->jobs;
-		pthread_t *th = calloc((size_t)jobs, sizeof(*th));
-		int started = 0;
 		run.progress =
 		    progress_new(run.n_items, o->remove_source ? "synced+removed" : "synced");
-		if (th)
-			for (; started < jobs && (size_t)started < run.n_items; started++)
-				if (pthread_create(&th[started], NULL, worker, &run) != 0)
-					break;
-		if (started == 0)
-			worker(&run);
-		for (int i = 0; i < started; i++)
-			pthread_join(th[i], NULL);
-		free(th);
+		pool_run(run.n_items, o->jobs, run_item, &run);
 		progress_free(run.progress);
 	}
 	for (size_t i = 0; i < run.n_items; i++) {
@@ -306,9 +289,7 @@ void sync_report_print(const struct sync_report *r, const char *from, const char
 							"reason", r->failures[i].reason));
 		json_object_set_new(o, "projects", ps);
 		json_object_set_new(o, "failures", fs);
-		json_dumpf(o, f, JSON_INDENT(2));
-		fputc('\n', f);
-		json_decref(o);
+		stagectl_json_print(o, JSON_INDENT(2), f);
 		return;
 	}
 	for (size_t k = 0; k < r->n; k++) {
@@ -328,7 +309,7 @@ void sync_report_print(const struct sync_report *r, const char *from, const char
 	for (size_t i = 0; i < r->n_failures; i++)
 		fprintf(f, "failed %s: %s\n", r->failures[i].name, r->failures[i].reason);
 	char sz[32];
-	fprintf(f, "%s in %.2f s%s\n", progress_size(r->bytes, sz, sizeof(sz)), r->seconds,
+	fprintf(f, "%s in %.2f s%s\n", format_size(r->bytes, sz, sizeof(sz)), r->seconds,
 		r->interrupted ? " (interrupted)" : "");
 	fflush(f);
 }

@@ -46,7 +46,8 @@ assert_eq "$N" "$(repo_count scale/many)" "tags in the registry"
 h_log "sync of $N stages: ${T_FULL}s"
 h_pass "$N stages sharing layers sync in one run (${T_FULL}s)"
 
-"$STAGECTL" sync --from :local --to "$REG/scale/fifty" --project fifty --insecure >/dev/null 2>&1
+"$STAGECTL" sync --from :local --to "$REG/scale/fifty" --project fifty --insecure >/dev/null \
+	2>"$H_TMP/fifty.err" || h_fail "sync of 50 stages beside $N: $(grep -v synced "$H_TMP/fifty.err" | tail -20)"
 timed T_NOOP "$STAGECTL" sync --from :local --to "$REG/scale/many" --project many --insecure --json >"$H_TMP/noop.json" 2>/dev/null
 assert_eq "0 $N" "$(jq -r '[.planned, .projects[0].present] | join(" ")' "$H_TMP/noop.json")" "no-op"
 timed T_NOOP50 "$STAGECTL" sync --from :local --to "$REG/scale/fifty" --project fifty --insecure --json >"$H_TMP/noop50.json" 2>/dev/null
