@@ -68,15 +68,23 @@ static int read_doc(const struct added *a, char **ret, size_t *ret_len)
 	return buf_read_file_at(AT_FDCWD, a->path, OCI_DOC_CAP, ret, ret_len);
 }
 
-/* The image ID Docker has under the stage's tag: 0 and ret_id, or -ENOENT. */
-static int tagged_id(struct docker_writer *dw, char ret_id[DIGEST_LEN], struct sf_err *err)
+/* The image ID Docker has under the stage's tag: 0 and ret_id, or -ENOENT. ret_store_id
+ * (may be NULL) tells whether that ID is the engine's own (the containerd image store names an
+ * image by its manifest digest, and says so in Descriptor), not a config digest. */
+static int tagged_id(struct docker_writer *dw, char ret_id[DIGEST_LEN], bool *ret_store_id,
+		     struct sf_err *err)
 {
 	json_t *img = NULL;
+	const char *id, *desc;
 	int r = docker_inspect_image(dw->d, dw->ref, &img, err);
 
 	if (r < 0)
 		return r;
-	snprintf(ret_id, DIGEST_LEN, "%s", json_string_value(json_object_get(img, "Id")) ?: "");
+	id = json_string_value(json_object_get(img, "Id"));
+	desc = json_string_value(json_object_get(json_object_get(img, "Descriptor"), "digest"));
+	snprintf(ret_id, DIGEST_LEN, "%s", id ?: "");
+	if (ret_store_id)
+		*ret_store_id = id && desc && strcmp(id, desc) == 0;
 	json_decref(img);
 	return 0;
 }
@@ -118,6 +126,7 @@ static int dw_commit(struct stage_writer *w, const char *index_json, size_t inde
 	const struct added *a;
 	char *ref_name = NULL, *doc = NULL, *config = NULL, *mj = NULL;
 	char have[DIGEST_LEN], name[DIGEST_LEN + 32];
+	bool store_id = false;
 	size_t doc_len, config_len, mj_len;
 	int r;
 
@@ -157,7 +166,7 @@ static int dw_commit(struct stage_writer *w, const char *index_json, size_t inde
 		goto out;
 	}
 	/* Stages are never overwritten: Docker's load would move the tag silently. */
-	r = tagged_id(dw, have, err);
+	r = tagged_id(dw, have, NULL, err);
 	if (r == 0) {
 		r = strcmp(have, m.config.digest) == 0
 			? 0
@@ -201,14 +210,21 @@ static int dw_commit(struct stage_writer *w, const char *index_json, size_t inde
 	r = docker_load_image(dw->d, tar_plan_read_at_cb, plan, tar_plan_size(plan), &res, err);
 	if (r < 0)
 		goto out;
-	r = tagged_id(dw, have, err);
+	r = tagged_id(dw, have, &store_id, err);
 	if (r == 0 && strcmp(have, m.config.digest) != 0) {
-		/* Not the image that was checked (or an engine whose image IDs are not config
-		 * digests, the containerd store): take the tag back, the storage stays as it was. */
-		docker_remove_image(dw->d, dw->ref, NULL, NULL);
-		r = err_set(err, -EIO,
-			    "Docker loaded %s as image %s, not %s (the tag was removed again)",
-			    dw->ref, have, m.config.digest);
+		if (store_id) {
+			/* The containerd image store names our image otherwise and cannot show its
+			 * config digest without an export: take our tag back, nothing changed. */
+			docker_remove_image(dw->d, dw->ref, NULL, NULL);
+			r = err_set(err, -EIO,
+				    "Docker loaded %s as image %s, an ID that is not the config digest %s "
+				    "(containerd image store); the tag was removed again",
+				    dw->ref, have, m.config.digest);
+		} else {
+			/* Another copy committed another image under this name meanwhile: it stays. */
+			r = err_set(err, -EEXIST, "%s was taken by image %s meanwhile, not %s",
+				    dw->ref, have, m.config.digest);
+		}
 	}
 out:
 	pthread_mutex_unlock(&dw->lock);

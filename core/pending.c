@@ -357,9 +357,11 @@ static void ps_retire(struct pending_stage *ps)
 	bool was = false;
 
 	/* A commit under way reads the writer and the files: its thread retires the stage when
-	 * the commit returns. */
+	 * the commit returns. Otherwise no commit may start any more (one hold for both). */
 	pthread_mutex_lock(&ps->lock);
 	was = ps->state == PS_COMMITTING;
+	if (ps->state == PS_OPEN)
+		ps->state = PS_DONE;
 	pthread_mutex_unlock(&ps->lock);
 	if (was)
 		return;
@@ -517,8 +519,11 @@ bool pending_is_whiteout(struct pending_stage *ps, const char *rel)
 	bool hit = false;
 
 	pthread_mutex_lock(&ps->lock);
-	for (size_t i = 0; i < ps->nwhiteouts && !hit; i++)
-		hit = strcmp(ps->whiteouts[i], rel) == 0;
+	for (size_t i = 0; i < ps->nwhiteouts && !hit; i++) {
+		size_t n = strlen(ps->whiteouts[i]);
+		/* rel itself, or something inside a folder that was removed */
+		hit = strncmp(ps->whiteouts[i], rel, n) == 0 && (rel[n] == '\0' || rel[n] == '/');
+	}
 	pthread_mutex_unlock(&ps->lock);
 	return hit;
 }
@@ -804,6 +809,28 @@ fill:
 	pthread_mutex_unlock(&ps->lock);
 }
 
+static void drop_hints_locked(struct pending_stage *ps, ino_t ino)
+{
+	for (size_t i = 0; i < ps->nhints;)
+		if (ps->hints[i].ino == ino)
+			ps->hints[i] = ps->hints[--ps->nhints];
+		else
+			i++;
+}
+
+/* Forget hints of the file at rel (truncated, unlinked or replaced: its inode number may come
+ * back for another file). */
+static void drop_hints_at(struct pending_stage *ps, const char *rel)
+{
+	struct stat st;
+
+	if (fstatat(ps->treefd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return;
+	pthread_mutex_lock(&ps->lock);
+	drop_hints_locked(ps, st.st_ino);
+	pthread_mutex_unlock(&ps->lock);
+}
+
 /* Count a writable handle of ino in (+1) or out (-1); returns how many there are now. A
  * second writer makes any digest hint of the inode worthless. */
 static int count_writer(struct pending_stage *ps, ino_t ino, int delta)
@@ -826,10 +853,8 @@ static int count_writer(struct pending_stage *ps, ino_t ino, int delta)
 	if (w) {
 		w->n += delta;
 		n = w->n;
-		if (n > 1)
-			for (size_t i = 0; i < ps->nhints; i++)
-				if (ps->hints[i].ino == ino)
-					ps->hints[i] = ps->hints[--ps->nhints];
+		if (delta > 0) /* a new writer may change it: what was hashed before no longer counts */
+			drop_hints_locked(ps, ino);
 		if (n <= 0)
 			*w = ps->writers[--ps->nwriters];
 	} else if (delta > 0) {
@@ -839,11 +864,14 @@ static int count_writer(struct pending_stage *ps, ino_t ino, int delta)
 	return n;
 }
 
+static int copy_out(struct pending_stage *ps, int in_fd, off_t size, mode_t mode, char *ret_name,
+		    size_t n);
+
 /* Check a blob under its final name: content = name; keep it under v/ for the writer. */
 static int settle_blob(struct pending_stage *ps, const char *rel, const char *digest, int fd,
-		       struct sf_err *err)
+		       int own_writers, struct sf_err *err)
 {
-	char have[DIGEST_LEN], path[PATH_MAX];
+	char have[DIGEST_LEN], path[PATH_MAX], copy[64] = "";
 	const struct hint *h;
 	struct stat st;
 	int r;
@@ -889,8 +917,26 @@ static int settle_blob(struct pending_stage *ps, const char *rel, const char *di
 		if (!is_doc)
 			return 0;
 	}
+	/* Another open handle may still write this file: hand on a copy, checked itself, so
+	 * what the writer reads never changes. */
+	if (count_writer(ps, st.st_ino, 0) > own_writers) {
+		r = copy_out(ps, fd, st.st_size, 0600, copy, sizeof(copy));
+		if (r < 0)
+			return err_set(err, r, "%s: %s", rel, strerror(-r));
+		int cfd = openat(ps->treefd, copy, O_RDONLY | O_CLOEXEC);
+		r = cfd < 0 ? -errno : digest_fd(cfd, have);
+		if (cfd >= 0)
+			close(cfd);
+		if (r == 0 && strcmp(have, digest) != 0)
+			r = err_set(err, -EBADMSG, "%s: changed while it was checked", rel);
+		if (r < 0) {
+			unlinkat(ps->treefd, copy, 0);
+			return r;
+		}
+	}
 	pthread_mutex_lock(&ps->lock);
-	if (linkat(ps->treefd, rel, ps->vfd, digest + 7, 0) == 0) {
+	if (copy[0] ? renameat2(ps->treefd, copy, ps->vfd, digest + 7, RENAME_NOREPLACE) == 0
+		    : linkat(ps->treefd, rel, ps->vfd, digest + 7, 0) == 0) {
 		snprintf(path, sizeof(path), "%s/%s/v/%s", ps->p->path, ps->dirname, digest + 7);
 		r = ps->writer && ps->state == PS_OPEN
 			? stage_writer_add_blob(ps->writer, digest, (uint64_t)st.st_size, path, err)
@@ -899,6 +945,8 @@ static int settle_blob(struct pending_stage *ps, const char *rel, const char *di
 			unlinkat(ps->vfd, digest + 7, 0); /* not handed on: a retry must be */
 	} else {
 		r = errno == EEXIST ? 0 : err_set(err, -errno, "%s: %s", rel, strerror(errno));
+		if (copy[0])
+			unlinkat(ps->treefd, copy, 0);
 	}
 	pthread_mutex_unlock(&ps->lock);
 	return r;
@@ -907,6 +955,7 @@ static int settle_blob(struct pending_stage *ps, const char *rel, const char *di
 /* A file now sits under rel (closed there or renamed there): check it and go on. */
 static int settle(struct pending_stage *ps, const char *rel, int fd, struct sf_err *err)
 {
+	int own_writers = fd >= 0; /* called from the close of a writable handle */
 	char digest[DIGEST_LEN], *doc = NULL;
 	enum fname kind = classify(rel, digest);
 	struct oci_desc top = {0};
@@ -943,7 +992,7 @@ static int settle(struct pending_stage *ps, const char *rel, int fd, struct sf_e
 		free(top.media_type);
 		break;
 	case F_BLOB:
-		r = settle_blob(ps, rel, digest, fd, err);
+		r = settle_blob(ps, rel, digest, fd, own_writers, err);
 		break;
 	case F_OTHER:
 		break;
@@ -1071,6 +1120,7 @@ int pending_rmdir(struct pending_stage *ps, const char *rel)
 
 int pending_unlink(struct pending_stage *ps, const char *rel)
 {
+	drop_hints_at(ps, rel);
 	return sys(unlinkat(ps->treefd, rel, 0));
 }
 
@@ -1094,6 +1144,7 @@ static int fresh_inode(struct pending_stage *ps, const char *rel, int flags, mod
 	if (fstatat(ps->treefd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 		if (!S_ISREG(st.st_mode))
 			return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+		drop_hints_at(ps, rel);
 		mode = st.st_mode & 07777;
 		if (unlinkat(ps->treefd, rel, 0) < 0 && errno != ENOENT)
 			return -errno;
@@ -1105,44 +1156,65 @@ static int fresh_inode(struct pending_stage *ps, const char *rel, int flags, mod
 
 /* A file whose inode was handed to the writer (hard-linked under v/) must never change: give
  * rel a private copy before it is written in place. */
+/* Copy size bytes of in_fd into a new file ../copy.N beside the tree (ps's own folder):
+ * copy_file_range, or read and write where the cache dir's file system cannot. *ret_name gets
+ * the name relative to the tree. */
+static int copy_out(struct pending_stage *ps, int in_fd, off_t size, mode_t mode, char *ret_name,
+		    size_t n)
+{
+	char buf[65536];
+	unsigned seq;
+	off_t off = 0;
+	int out, r = 0;
+
+	pthread_mutex_lock(&ps->p->lock);
+	seq = ++ps->p->seq;
+	pthread_mutex_unlock(&ps->p->lock);
+	snprintf(ret_name, n, "../copy.%u", seq);
+	out = openat(ps->treefd, ret_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode | 0600);
+	if (out < 0)
+		return -errno;
+	while (off < size) {
+		off_t in_off = off;
+		ssize_t k = copy_file_range(in_fd, &in_off, out, NULL, (size_t)(size - off), 0);
+		if (k < 0 && (errno == EXDEV || errno == EOPNOTSUPP || errno == EINVAL ||
+			      errno == ENOSYS)) {
+			k = pread(in_fd, buf, sizeof(buf), off);
+			if (k > 0 && write(out, buf, (size_t)k) != k)
+				k = -1;
+		}
+		if (k <= 0) {
+			r = k < 0 ? -errno : -EIO;
+			break;
+		}
+		off += k;
+	}
+	if (close(out) < 0 && r == 0)
+		r = -errno;
+	if (r < 0)
+		unlinkat(ps->treefd, ret_name, 0);
+	return r;
+}
+
 static int private_copy(struct pending_stage *ps, const char *rel)
 {
 	char tmp[64];
 	struct stat st;
-	int in, out, r = 0;
-	unsigned seq;
+	int in, r;
 
 	if (fstatat(ps->treefd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return errno == ENOENT ? 0 : -errno;
 	if (!S_ISREG(st.st_mode) || st.st_nlink < 2)
 		return 0;
-	pthread_mutex_lock(&ps->p->lock);
-	seq = ++ps->p->seq;
-	pthread_mutex_unlock(&ps->p->lock);
-	snprintf(tmp, sizeof(tmp), "../copy.%u", seq);
 	in = openat(ps->treefd, rel, O_RDONLY | O_CLOEXEC);
-	out = openat(ps->treefd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, st.st_mode & 07777);
-	if (in < 0 || out < 0) {
+	if (in < 0)
+		return -errno;
+	r = copy_out(ps, in, st.st_size, st.st_mode & 07777, tmp, sizeof(tmp));
+	close(in);
+	if (r == 0 && renameat(ps->treefd, tmp, ps->treefd, rel) < 0) {
 		r = -errno;
-		goto out;
-	}
-	for (off_t left = st.st_size; left > 0;) {
-		ssize_t n = copy_file_range(in, NULL, out, NULL, (size_t)left, 0);
-		if (n <= 0) {
-			r = n < 0 ? -errno : -EIO;
-			goto out;
-		}
-		left -= n;
-	}
-	if (renameat(ps->treefd, tmp, ps->treefd, rel) < 0)
-		r = -errno;
-out:
-	if (in >= 0)
-		close(in);
-	if (out >= 0)
-		close(out);
-	if (r < 0)
 		unlinkat(ps->treefd, tmp, 0);
+	}
 	return r;
 }
 
@@ -1164,6 +1236,7 @@ int pending_truncate(struct pending_stage *ps, const char *rel, off_t size)
 		close(fd);
 		return 0;
 	}
+	drop_hints_at(ps, rel);
 	int r = private_copy(ps, rel);
 	if (r < 0)
 		return r;
@@ -1191,18 +1264,43 @@ int pending_rename(struct pending_stage *ps, const char *from, const char *to, u
 
 /* ---- files ---- */
 
+static int open_counted(struct pending_stage *ps, const char *rel, int flags, mode_t mode,
+			bool writable, struct pending_file **ret);
+
 int pending_open(struct pending_stage *ps, const char *rel, int flags, mode_t mode,
 		 struct pending_file **ret)
 {
-	struct pending_file *pf;
-	struct stat st;
-	int fd, acc = flags & O_ACCMODE;
-	bool writable = acc != O_RDONLY;
+	bool writable = (flags & O_ACCMODE) != O_RDONLY;
 
 	if (!*rel)
 		return -EISDIR;
 	if (!rel_ok(rel))
 		return -ENAMETOOLONG;
+	/* Counted before anything is made in the folder: a check-mode stage ends with its last
+	 * open file, and one that has ended takes no new file (the caller starts another). */
+	pthread_mutex_lock(&ps->lock);
+	if (ps->state == PS_DONE && ps->existing) {
+		pthread_mutex_unlock(&ps->lock);
+		return -EAGAIN;
+	}
+	ps->opens++;
+	pthread_mutex_unlock(&ps->lock);
+	int r = open_counted(ps, rel, flags, mode, writable, ret);
+	if (r < 0) {
+		pthread_mutex_lock(&ps->lock);
+		ps->opens--;
+		pthread_mutex_unlock(&ps->lock);
+	}
+	return r;
+}
+
+static int open_counted(struct pending_stage *ps, const char *rel, int flags, mode_t mode,
+			bool writable, struct pending_file **ret)
+{
+	struct pending_file *pf;
+	struct stat st;
+	int fd;
+
 	flags &= O_ACCMODE | O_CREAT | O_EXCL | O_TRUNC | O_APPEND | O_NOFOLLOW;
 	/* The daemon reads every file back to check it: open read-write underneath. */
 	int sysflags = (writable ? O_RDWR : O_RDONLY) | (flags & (O_CREAT | O_EXCL | O_NOFOLLOW)) |
@@ -1238,9 +1336,6 @@ int pending_open(struct pending_stage *ps, const char *rel, int flags, mode_t mo
 	pthread_mutex_lock(&ps->p->lock);
 	ps->refs++;
 	pthread_mutex_unlock(&ps->p->lock);
-	pthread_mutex_lock(&ps->lock);
-	ps->opens++;
-	pthread_mutex_unlock(&ps->lock);
 	if (writable)
 		count_writer(ps, st.st_ino, +1);
 	pf->ps = ps;
@@ -1353,6 +1448,35 @@ int pending_file_error(struct pending_file *pf, struct sf_err *err)
 	return r;
 }
 
+/* Whether any non-directory is left under the folder dirfd. */
+static bool tree_has_files(int dirfd)
+{
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct dirent *de;
+	bool found = false;
+	DIR *d;
+
+	if (fd < 0 || !(d = fdopendir(fd))) {
+		if (fd >= 0)
+			close(fd);
+		return true; /* cannot tell: keep it */
+	}
+	while (!found && (de = readdir(d))) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (de->d_type != DT_DIR) {
+			found = true;
+		} else {
+			int sub = openat(fd, de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			found = sub < 0 || tree_has_files(sub);
+			if (sub >= 0)
+				close(sub);
+		}
+	}
+	closedir(d);
+	return found;
+}
+
 void pending_file_close(struct pending_file *pf)
 {
 	struct pending_stage *ps;
@@ -1363,12 +1487,17 @@ void pending_file_close(struct pending_file *pf)
 	ps = pf->ps;
 	if (pf->writable)
 		count_writer(ps, pf->ino, -1);
+	/* A check over an existing stage ends with its last open file once its folder holds no
+	 * file (checked files leave it; rsync's temporary files wait there for their rename) and
+	 * nothing was unlinked from the stored stage (a running rm -r). One hold decides and
+	 * ends it, so an open racing in gets -EAGAIN rather than a file in a folder that goes. */
 	pthread_mutex_lock(&ps->lock);
-	last = --ps->opens == 0;
+	last = --ps->opens == 0 && ps->existing && ps->state == PS_OPEN && !ps->nwhiteouts &&
+	       !tree_has_files(ps->treefd);
+	if (last)
+		ps->state = PS_DONE;
 	pthread_mutex_unlock(&ps->lock);
-	/* A check over an existing stage lasts as long as files are open in it: it keeps nothing
-	 * that a later copy needs (whiteouts of a running rm -r have no open files). */
-	if (last && ps->existing)
+	if (last)
 		ps_retire(ps);
 	close(pf->fd);
 	digest_free(pf->dg);

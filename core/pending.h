@@ -69,8 +69,9 @@ int pending_stage_start(struct pending *p, const char *project, const char *stag
 struct pending_stage *pending_stage_find(struct pending *p, const char *project, const char *stage);
 void pending_stage_unref(struct pending_stage *ps);
 bool pending_stage_checks_existing(const struct pending_stage *ps);
-/* Check mode: rel of the existing stage was unlinked (tar -x unlinks before it creates): it
- * looks absent in this folder until something is written there. Changes nothing stored. */
+/* Check mode: rel of the existing stage was unlinked or (a folder) removed, as tar -x and
+ * rm -r do: it, and what was inside it, look absent until something is written there.
+ * Changes nothing stored. */
 int pending_whiteout(struct pending_stage *ps, const char *rel);
 bool pending_is_whiteout(struct pending_stage *ps, const char *rel);
 /* Forget a pending stage now, whatever it holds (its writer aborts, its files go). */

@@ -73,6 +73,12 @@ static int add_pending_entry(void *ud, const char *name, const struct stat *st)
 	return d->filler(d->buf, name, &s, 0, FUSE_FILL_DIR_PLUS);
 }
 
+/* A stored file that a copy or rm -r removed from this view (pending.h: whiteouts). */
+static bool hidden(const struct node *n, const char *rel)
+{
+	return n->ps && pending_stage_checks_existing(n->ps) && pending_is_whiteout(n->ps, rel);
+}
+
 static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t offset,
 		      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
@@ -140,22 +146,30 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 	case N_STAGE:
 		child = n;
 		child.kind = N_LAYOUT;
-		add_dir(buf, filler, "oci-layout", &child);
+		if (!hidden(&n, "oci-layout"))
+			add_dir(buf, filler, "oci-layout", &child);
 		child.kind = N_BLOBS;
-		add_dir(buf, filler, "blobs", &child);
+		if (!hidden(&n, "blobs"))
+			add_dir(buf, filler, "blobs", &child);
 		/* index.json's size needs the layout: let getattr fetch it. */
-		filler(buf, "index.json", NULL, 0, 0);
+		if (!hidden(&n, "index.json"))
+			filler(buf, "index.json", NULL, 0, 0);
 		break;
 	case N_BLOBS:
 		child = n;
 		child.kind = N_SHA256;
-		add_dir(buf, filler, "sha256", &child);
+		if (!hidden(&n, "blobs/sha256"))
+			add_dir(buf, filler, "sha256", &child);
 		break;
 	case N_SHA256:
 		for (size_t i = 0; i < n.layout->nblobs; i++) {
+			char rel[DIGEST_LEN + 16];
 			child = n;
 			child.kind = N_BLOB;
 			child.blob = &n.layout->blobs[i];
+			snprintf(rel, sizeof(rel), "blobs/sha256/%s", child.blob->digest + 7);
+			if (hidden(&n, rel))
+				continue;
 			if (add_dir(buf, filler, n.layout->blobs[i].digest + 7, &child))
 				break;
 		}

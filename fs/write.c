@@ -205,16 +205,21 @@ static int open_in_stage(const char *path, const struct where *w, int flags, mod
 
 	if (!w->rel[0])
 		return -EISDIR;
-	r = target_stage(path, w, &ps, &err);
-	if (r < 0)
-		return stagefs_fail(path, r, &err);
 	of = calloc(1, sizeof(*of));
-	if (!of) {
-		pending_stage_unref(ps);
+	if (!of)
 		return -ENOMEM;
+	/* A check over an existing stage that just ended answers -EAGAIN: start another. */
+	for (int tries = 0; tries < 3; tries++) {
+		r = target_stage(path, w, &ps, &err);
+		if (r < 0) {
+			free(of);
+			return stagefs_fail(path, r, &err);
+		}
+		r = pending_open(ps, w->rel, flags, mode, &of->pf);
+		pending_stage_unref(ps);
+		if (r != -EAGAIN)
+			break;
 	}
-	r = pending_open(ps, w->rel, flags, mode, &of->pf);
-	pending_stage_unref(ps);
 	if (r < 0) {
 		free(of);
 		return r;
@@ -356,6 +361,33 @@ int stagefs_op_unlink(const char *path)
 	return r;
 }
 
+/* rmdir of blobs/sha256 or blobs of a stored stage (rm -r on its way to the stage folder):
+ * once everything in it was unlinked, it looks gone too; nothing stored changes. */
+static int remove_folder(const char *path, const struct where *w, const struct node *n)
+{
+	struct sf_err err = {0};
+	struct pending_stage *ps = NULL;
+	char rel[DIGEST_LEN + 32];
+	int r = target_stage(path, w, &ps, &err);
+
+	if (r < 0)
+		return stagefs_fail(path, r, &err);
+	if (n->kind == N_BLOBS) {
+		if (!pending_is_whiteout(ps, "blobs/sha256"))
+			r = -ENOTEMPTY;
+	} else {
+		for (size_t i = 0; i < n->layout->nblobs && r == 0; i++) {
+			snprintf(rel, sizeof(rel), "blobs/sha256/%s", n->layout->blobs[i].digest + 7);
+			if (!pending_is_whiteout(ps, rel))
+				r = -ENOTEMPTY;
+		}
+	}
+	if (r == 0)
+		r = pending_whiteout(ps, n->kind == N_BLOBS ? "blobs" : "blobs/sha256");
+	pending_stage_unref(ps);
+	return r;
+}
+
 static int remove_stage(const char *path, const struct where *w)
 {
 	struct stagefs *f = stagefs_ctx();
@@ -369,9 +401,10 @@ static int remove_stage(const char *path, const struct where *w)
 		pending_stage_unref(ps);
 		return r;
 	}
-	/* rm -r unlinked the stage's files first (they look gone: whiteouts); an rmdir alone of
-	 * a stage folder that still shows its index.json is ENOTEMPTY, as anywhere. */
-	if (!ps || !pending_is_whiteout(ps, "index.json")) {
+	/* rm -r removed the stage's files and folders first (they look gone: whiteouts); an
+	 * rmdir of a stage folder that still shows any of them is ENOTEMPTY, as anywhere. */
+	if (!ps || !pending_is_whiteout(ps, "index.json") || !pending_is_whiteout(ps, "oci-layout") ||
+	    !pending_is_whiteout(ps, "blobs")) {
 		pending_stage_unref(ps);
 		return -ENOTEMPTY;
 	}
@@ -420,8 +453,10 @@ int stagefs_op_rmdir(const char *path)
 		return stagefs_fail(path, r, &err);
 	if (n.kind == N_PENDING)
 		r = pending_rmdir(n.ps, n.rel);
+	else if (n.kind == N_BLOBS || n.kind == N_SHA256)
+		r = remove_folder(path, &w, &n);
 	else
-		r = n.kind == N_BLOBS || n.kind == N_SHA256 ? 0 : -ENOTDIR; /* rm -r goes on */
+		r = -ENOTDIR;
 	stagefs_node_done(&n);
 	return r;
 }

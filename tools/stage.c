@@ -404,17 +404,44 @@ int stage_copy(const char *src, const char *dst, stage_bytes_fn *on_bytes, void 
 	return r;
 }
 
-int stage_remove(const char *dir, struct sf_err *err)
+/* Remove dir/rel and what it holds, depth first: what `rm -r` does, which is what removes a
+ * stage from a mount (DESIGN.md section 4.7). */
+static int remove_tree(const char *dir, struct sf_err *err)
 {
 	char path[PATH_MAX];
+	struct dirent *de;
+	DIR *d = opendir(dir);
+	int r = 0;
 
-	if (stage_path(path, sizeof(path), dir, "index.json") < 0)
-		return err_set(err, -ENAMETOOLONG, "%s: path too long", dir);
-	if (unlink(path) < 0 && errno != ENOENT)
-		return err_set(err, -errno, "unlink %s: %s", path, strerror(errno));
-	if (rmdir(dir) < 0)
-		return err_set(err, -errno, "rmdir %s: %s", dir, strerror(errno));
-	return 0;
+	if (!d)
+		return err_set(err, -errno, "opendir %s: %s", dir, strerror(errno));
+	while (r == 0 && (de = readdir(d))) {
+		struct stat st;
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (stage_path(path, sizeof(path), dir, de->d_name) < 0) {
+			r = err_set(err, -ENAMETOOLONG, "%s: path too long", dir);
+			break;
+		}
+		if (lstat(path, &st) < 0) {
+			if (errno != ENOENT)
+				r = err_set(err, -errno, "stat %s: %s", path, strerror(errno));
+			continue;
+		}
+		if (S_ISDIR(st.st_mode))
+			r = remove_tree(path, err);
+		else if (unlink(path) < 0 && errno != ENOENT)
+			r = err_set(err, -errno, "unlink %s: %s", path, strerror(errno));
+	}
+	closedir(d);
+	if (r == 0 && rmdir(dir) < 0)
+		r = err_set(err, -errno, "rmdir %s: %s", dir, strerror(errno));
+	return r;
+}
+
+int stage_remove(const char *dir, struct sf_err *err)
+{
+	return remove_tree(dir, err);
 }
 
 int stage_path(char *buf, size_t n, const char *dir, const char *name)

@@ -59,8 +59,9 @@ typedef void stage_bytes_fn(uint64_t bytes, void *userdata);
 int stage_copy(const char *src, const char *dst, stage_bytes_fn *on_bytes, void *userdata,
 	       struct sf_err *err);
 
-/* Remove a committed stage through its mount the way `rm -r` does it (unlink index.json, then
- * rmdir the folder). Returns 0; -errno of the call that failed (EROFS under werf's block). */
+/* Remove a committed stage through its mount the way `rm -r` does it (every file unlinked, the
+ * folders removed depth first; the rmdir of the stage folder removes it from the storage).
+ * Returns 0; -errno of the call that failed (EROFS under werf's block). */
 int stage_remove(const char *dir, struct sf_err *err);
 
 /* "dir/name" into buf (n bytes); "dir" alone when name is "". 0 or -ENAMETOOLONG. */

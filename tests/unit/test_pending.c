@@ -367,12 +367,26 @@ static void test_check_mode(void **state)
 	struct stat st;
 	assert_int_equal(pending_stat(ps, l, &st), -ENOENT);
 	free(l);
-	/* The last close ends the check. */
+	/* The last close ends the check, once no file waits in its folder (rsync's temporary
+	 * files wait there for their rename). */
 	struct pending_stage *still = pending_stage_find(fx->p, "p2", STAGE);
 	assert_ptr_equal(still, ps);
 	pending_stage_unref(still);
+	struct pending_file *tmp;
+	assert_int_equal(pending_open(ps, ".tmp.x", O_WRONLY | O_CREAT, 0600, &tmp), 0);
+	pending_file_close(tmp);
 	pending_file_close(keep);
+	still = pending_stage_find(fx->p, "p2", STAGE);
+	assert_ptr_equal(still, ps); /* .tmp.x and keep are still there */
+	pending_stage_unref(still);
+	assert_int_equal(pending_unlink(ps, ".tmp.x"), 0);
+	assert_int_equal(pending_unlink(ps, "keep"), 0);
+	assert_int_equal(pending_open(ps, ".tmp.y", O_WRONLY | O_CREAT, 0600, &tmp), 0);
+	assert_int_equal(pending_unlink(ps, ".tmp.y"), 0);
+	pending_file_close(tmp);
 	assert_null(pending_stage_find(fx->p, "p2", STAGE));
+	/* An ended check takes no new file: the caller starts another. */
+	assert_int_equal(pending_open(ps, "late", O_WRONLY | O_CREAT, 0600, &tmp), -EAGAIN);
 	pending_stage_unref(ps);
 	free(m);
 	free(om);
