@@ -40,6 +40,12 @@ struct registry_writer_memo {
 	pthread_mutex_t lock;
 	struct memo_entry *v;
 	size_t n;
+	/* Blobs being uploaded by some writer of this mount: another waits for that upload and
+	 * then finds the blob there (a registry takes two concurrent uploads of one blob badly:
+	 * distribution 2.8 then refuses a manifest with MANIFEST_BLOB_UNKNOWN). */
+	pthread_cond_t landed;
+	char (*flying)[DIGEST_LEN];
+	size_t nflying, aflying;
 };
 
 int registry_writer_memo_new(struct registry_writer_memo **ret)
@@ -49,8 +55,54 @@ int registry_writer_memo_new(struct registry_writer_memo **ret)
 	if (!m)
 		return -ENOMEM;
 	pthread_mutex_init(&m->lock, NULL);
+	pthread_cond_init(&m->landed, NULL);
 	*ret = m;
 	return 0;
+}
+
+/* Wait while another writer uploads digest, then own it. -ENOMEM only. */
+static int flight_enter(struct registry_writer_memo *m, const char *digest)
+{
+	int r = 0;
+
+	if (!m)
+		return 0;
+	pthread_mutex_lock(&m->lock);
+	for (size_t i = 0; i < m->nflying;)
+		if (strcmp(m->flying[i], digest) == 0) {
+			pthread_cond_wait(&m->landed, &m->lock);
+			i = 0; /* the table changed: look again */
+		} else {
+			i++;
+		}
+	if (m->nflying == m->aflying) {
+		size_t na = m->aflying ? 2 * m->aflying : 16;
+		char(*nv)[DIGEST_LEN] = realloc(m->flying, na * sizeof(*nv));
+		if (nv) {
+			m->flying = nv;
+			m->aflying = na;
+		}
+	}
+	if (m->nflying < m->aflying)
+		memcpy(m->flying[m->nflying++], digest, DIGEST_LEN);
+	else
+		r = -ENOMEM;
+	pthread_mutex_unlock(&m->lock);
+	return r;
+}
+
+static void flight_leave(struct registry_writer_memo *m, const char *digest)
+{
+	if (!m)
+		return;
+	pthread_mutex_lock(&m->lock);
+	for (size_t i = 0; i < m->nflying; i++)
+		if (strcmp(m->flying[i], digest) == 0) {
+			memcpy(m->flying[i], m->flying[--m->nflying], DIGEST_LEN);
+			break;
+		}
+	pthread_cond_broadcast(&m->landed);
+	pthread_mutex_unlock(&m->lock);
 }
 
 void registry_writer_memo_free(struct registry_writer_memo *m)
@@ -58,6 +110,8 @@ void registry_writer_memo_free(struct registry_writer_memo *m)
 	if (!m)
 		return;
 	pthread_mutex_destroy(&m->lock);
+	pthread_cond_destroy(&m->landed);
+	free(m->flying);
 	free(m->v);
 	free(m);
 }
@@ -107,18 +161,24 @@ struct registry_writer {
 
 
 /* Upload the file at path as blob digest unless the repository has it. */
-static int upload(struct registry *reg, const char *digest, const char *path, uint64_t size,
+static int upload(struct registry_writer *w, const char *digest, const char *path, uint64_t size,
 		  struct sf_err *err)
 {
-	int fd, r = registry_has_blob(reg, digest, NULL, err);
+	int fd, r = flight_enter(w->memo, digest);
 
-	if (r != -ENOENT)
+	if (r < 0)
 		return r;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return err_set(err, -errno, "%s: %s", path, strerror(errno));
-	r = registry_put_blob(reg, digest, fd, 0, size, err);
-	close(fd);
+	r = registry_has_blob(w->reg, digest, NULL, err);
+	if (r == -ENOENT) {
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			r = err_set(err, -errno, "%s: %s", path, strerror(errno));
+		} else {
+			r = registry_put_blob(w->reg, digest, fd, 0, size, err);
+			close(fd);
+		}
+	}
+	flight_leave(w->memo, digest);
 	return r;
 }
 
@@ -135,7 +195,7 @@ static void *job_run(void *arg)
 	if (__atomic_load_n(&j->w->aborting, __ATOMIC_ACQUIRE)) {
 		j->result = err_set(&j->err, -ECANCELED, "the stage's commit was given up");
 	} else if (j->kind == OCI_BLOB_GZIP || j->kind == OCI_BLOB_ZSTD) {
-		j->result = upload(j->w->reg, j->digest, j->path, j->size, &j->err);
+		j->result = upload(j->w, j->digest, j->path, j->size, &j->err);
 	} else if (j->kind == OCI_BLOB_TAR && memo_find(j->w->memo, j->digest, &seen) &&
 		   registry_has_blob(j->w->reg, seen.gz, NULL, NULL) == 0) {
 		/* Compressed here before and the repository has it: nothing to do. */
@@ -160,7 +220,7 @@ static void *job_run(void *arg)
 		if (out >= 0 && close(out) < 0 && j->result == 0)
 			j->result = err_set(&j->err, -errno, "%s: %s", gz, strerror(errno));
 		if (j->result == 0)
-			j->result = upload(j->w->reg, j->up_digest, gz, j->up_size, &j->err);
+			j->result = upload(j->w, j->up_digest, gz, j->up_size, &j->err);
 		if (j->result == 0) {
 			struct memo_entry e = {.gz_size = j->up_size};
 			memcpy(e.diff_id, j->digest, DIGEST_LEN);
@@ -265,7 +325,7 @@ static int put_image(struct registry_writer *w, const char *ref, const char *doc
 	j = wait_job(w, m->config.digest);
 	if (!j)
 		return err_set(err, -EINVAL, "the config %s was not written", m->config.digest);
-	r = upload(w->reg, j->digest, j->path, j->size, err);
+	r = upload(w, j->digest, j->path, j->size, err);
 	if (r < 0)
 		return r;
 	layers = calloc(m->n + 1, sizeof(*layers));

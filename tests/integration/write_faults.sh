@@ -111,6 +111,23 @@ assert_eq "$I1" "$(config_of "$S1")" "one valid image"
 h_pass "two copies of one stage at once both succeed with one image"
 h_umount "$R2"
 
+# Sixteen stages of one image copied eight at a time into one mount: every blob is uploaded
+# once (the others wait for it), every copy exits 0 (distribution refused manifests with
+# MANIFEST_BLOB_UNKNOWN when the same blob was uploaded twice at once).
+for i in $(seq 1 16); do
+	sig=$(printf 'many-%d' "$i" | sha224sum | cut -c1-56)
+	cp -r "$SAVE/$S2" "$SAVE/$sig-$((1600000200000 + i))"
+	jq -c --arg s "$sig-$((1600000200000 + i))" \
+		'.manifests[0].annotations["org.opencontainers.image.ref.name"]=$s' \
+		"$SAVE/$S2/index.json" >"$SAVE/$sig-$((1600000200000 + i))/index.json"
+done
+RM=$H_TMP/regm
+h_mount "$REG/many/stages" "$RM"
+(cd "$SAVE" && ls -d ./*-16000002* | xargs -P 8 -I{} cp -r {} "$RM/") || h_fail "a parallel copy failed"
+assert_eq 16 "$(h_registry_tags "$REG/many/stages" | wc -l)" "sixteen tags"
+h_umount "$RM"
+h_pass "sixteen stages of one image, eight copies at a time: all committed"
+
 # The cache dir full: ENOSPC at write, nothing committed.
 SMALL=$H_TMP/small
 mkdir -p "$SMALL"
