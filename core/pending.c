@@ -350,11 +350,40 @@ void pending_stage_unref(struct pending_stage *ps)
 }
 
 /* Take the stage out of the set and remove its files (open handles keep their inodes). */
-static void ps_retire(struct pending_stage *ps)
+/* Take ps out of the set (p->lock held); true when it was in it. */
+static bool ps_unlist_locked(struct pending *p, struct pending_stage *ps)
+{
+	for (size_t i = 0; i < p->n; i++)
+		if (p->v[i] == ps) {
+			p->v[i] = p->v[--p->n];
+			ps->listed = false;
+			return true;
+		}
+	return false;
+}
+
+/* After ps left the set: free its writer (it may read its blobs until then; outside the lock,
+ * it waits for its jobs), remove its files, tell, drop the set's reference. */
+static void ps_cleanup(struct pending_stage *ps)
 {
 	struct pending *p = ps->p;
 	struct stage_writer *w;
-	bool was = false;
+
+	pthread_mutex_lock(&ps->lock);
+	w = ps->writer;
+	ps->writer = NULL;
+	pthread_mutex_unlock(&ps->lock);
+	stage_writer_free(w);
+	rm_rf_at(p->dirfd, ps->dirname);
+	if (p->retired)
+		p->retired(p->retired_ud, ps->project, ps->stage);
+	pending_stage_unref(ps);
+}
+
+static void ps_retire(struct pending_stage *ps)
+{
+	struct pending *p = ps->p;
+	bool was;
 
 	/* A commit under way reads the writer and the files: its thread retires the stage when
 	 * the commit returns. Otherwise no commit may start any more (one hold for both). */
@@ -366,27 +395,10 @@ static void ps_retire(struct pending_stage *ps)
 	if (was)
 		return;
 	pthread_mutex_lock(&p->lock);
-	for (size_t i = 0; i < p->n; i++)
-		if (p->v[i] == ps) {
-			p->v[i] = p->v[--p->n];
-			was = true;
-			break;
-		}
-	ps->listed = false;
+	was = ps_unlist_locked(p, ps);
 	pthread_mutex_unlock(&p->lock);
-	if (!was)
-		return;
-	/* The writer may read its blobs until it is freed: free it (outside the lock: it waits
-	 * for its jobs) before the files go. */
-	pthread_mutex_lock(&ps->lock);
-	w = ps->writer;
-	ps->writer = NULL;
-	pthread_mutex_unlock(&ps->lock);
-	stage_writer_free(w);
-	rm_rf_at(p->dirfd, ps->dirname);
-	if (p->retired)
-		p->retired(p->retired_ud, ps->project, ps->stage);
-	pending_stage_unref(ps);
+	if (was)
+		ps_cleanup(ps);
 }
 
 void pending_on_retire(struct pending *p, pending_retired_fn fn, void *ud)
@@ -1079,6 +1091,7 @@ int pending_mkdir(struct pending_stage *ps, const char *rel, mode_t mode)
 	return sys(mkdirat(ps->treefd, rel, (mode & 07777) | 0700));
 }
 
+/* Lock order: a stage's lock, then the set's (pending_file_close); never the reverse. */
 static bool dir_empty(int fd)
 {
 	int dfd = dup(fd);
@@ -1494,11 +1507,16 @@ void pending_file_close(struct pending_file *pf)
 	pthread_mutex_lock(&ps->lock);
 	last = --ps->opens == 0 && ps->existing && ps->state == PS_OPEN && !ps->nwhiteouts &&
 	       !tree_has_files(ps->treefd);
-	if (last)
+	if (last) {
+		/* Ended and out of the set in one step: the next lookup starts a new check. */
 		ps->state = PS_DONE;
+		pthread_mutex_lock(&ps->p->lock);
+		last = ps_unlist_locked(ps->p, ps);
+		pthread_mutex_unlock(&ps->p->lock);
+	}
 	pthread_mutex_unlock(&ps->lock);
 	if (last)
-		ps_retire(ps);
+		ps_cleanup(ps);
 	close(pf->fd);
 	digest_free(pf->dg);
 	pthread_mutex_destroy(&pf->lock);
