@@ -167,15 +167,12 @@ RZ=$H_TMP/regz
 h_mount "$REG/zst/stages" "$RZ"
 assert_eq "application/vnd.oci.image.layer.v1.tar+zstd" \
 	"$(jq -r '.layers[0].mediaType' "$RZ/$S3/blobs/sha256/$(jq -r '.manifests[0].digest' "$RZ/$S3/index.json" | cut -c8-)")" "zstd layers"
-cp -r "$LOCAL/$S3" "$H_TMP/s3save"
 rm -r "$LOCAL/$S3"
 assert_errno EINVAL cp -r "$RZ/$S3" "$LOCAL/"
 id=$(h_docker image inspect -f '{{.Id}}' "werf-stages-storage/app:$S3" 2>/dev/null) || id=none
 assert_eq none "$id" "nothing loaded"
-cp -r "$H_TMP/s3save" "$LOCAL/$S3"
-assert_eq "$I3" "$(h_docker image inspect -f '{{.Id}}' "werf-stages-storage/app:$S3")" "the tar copy loads"
 h_umount "$RZ"
-h_pass "zstd layers into :local are EINVAL; the uncompressed copy of the same stage loads"
+h_pass "zstd layers into :local are EINVAL; nothing is loaded"
 
 for m in "$RT" "$R2" "$R" "$LOCAL"; do h_umount "$m"; done
 h_pass "every mount exits 0"
