@@ -226,6 +226,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 		if (r < 0) {
 			stage_layout_unref(of->layout);
 			free(of);
+			stagefs_node_done(&n);
 			return stagefs_fail(path, r, &err);
 		}
 	}
@@ -233,6 +234,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 	 * removed and committed again may have another index.json. */
 	fi->keep_cache = n.kind == N_BLOB;
 	fi->fh = (uint64_t)(uintptr_t)of;
+	stagefs_node_done(&n); /* the layout moved to the open file; a pending stage's ref goes */
 	return 0;
 }
 
